@@ -1,0 +1,8 @@
+"""pixelchat: conversational image creation that runs offline on a CPU."""
+
+__version__ = "0.1.0"
+
+from pixelchat.generate import generate  # noqa: E402
+from pixelchat.train import train  # noqa: E402
+
+__all__ = ["__version__", "generate", "train"]

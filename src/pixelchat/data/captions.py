@@ -1,0 +1,157 @@
+"""Captions for `scenes`: several templates, synonyms, varying word order, attributes left out.
+
+A share of the phrasings is held out of training (``split="heldout"`` prefers them,
+``split="train"`` never uses them) so that understanding of unseen wording can be measured.
+Each phrasing list below is ``(train phrasings, held-out phrasings)``; docs/scenes.md lists them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SPLITS = ("train", "heldout", "all")
+
+# Subject noun phrases per terrain; "{snow}" takes a snow adjective or nothing.
+TERRAIN = {
+    "mountains": (["{snow}mountains", "a {snow}mountain range", "{snow}peaks", "a {snow}mountain landscape",
+                   "tall {snow}mountains"], ["{snow}alpine summits"]),
+    "hills": (["{snow}hills", "rolling {snow}hills", "a {snow}hilly landscape", "a {snow}hillside"],
+              ["gentle {snow}slopes"]),
+    "desert": (["a {snow}desert", "{snow}sand dunes", "a {snow}desert landscape", "{snow}dunes"],
+               ["a {snow}sandy wasteland"]),
+    "plain": (["a {snow}plain", "{snow}flat fields", "a {snow}grassland", "a {snow}meadow", "a flat {snow}landscape"],
+              ["a {snow}prairie"]),
+}
+GENERIC_SUBJECT = (["a landscape", "a scene", "a view", "a place"], ["some scenery"])
+SNOW_ADJ = (["snowy ", "snow-covered ", "snowy "], ["wintry "])
+SNOW = {
+    "yes": (["with snow", "covered in snow", "under snow"], ["blanketed in white snow"]),
+    "no": (["without snow", "with no snow"], ["free of snow"]),
+}
+TIME = {
+    "day": (["by day", "during the day", "in daylight", "at noon", "in the daytime", "on a bright day"],
+            ["at midday"]),
+    "sunset": (["at sunset", "at dusk", "in the evening", "at twilight"], ["at sundown"]),
+    "night": (["at night", "at nighttime", "after dark", "on a starry night"], ["at midnight"]),
+}
+CELESTIAL = {
+    "sun": (["with the sun", "under a bright sun", "with the sun in the sky", "with a shining sun"],
+            ["beneath a blazing sun"]),
+    "moon": (["with the moon", "under a full moon", "with a bright moon", "with the moon in the sky"],
+             ["beneath a glowing moon"]),
+    "none": (["with no sun or moon", "with no sun or moon in the sky"], ["without any sun or moon"]),
+}
+CLOUDS = {
+    "none": (["with a clear sky", "with no clouds", "under a cloudless sky"], ["with not a cloud in the sky"]),
+    "few": (["with a few {c}clouds", "with some {c}clouds", "with scattered {c}clouds", "with a {c}cloud"],
+            ["with a couple of {c}clouds"]),
+    "many": (["with many {c}clouds", "with lots of {c}clouds", "under a sky full of {c}clouds",
+              "with rising {c}clouds"], ["with heavy {c}clouds"]),
+}
+CLOUD_COLOR = {
+    "white": (["white ", "fluffy white "], ["snow-white "]),
+    "pink": (["pink ", "rosy "], ["pastel pink "]),
+    "gray": (["gray ", "grey ", "dark "], ["stormy "]),
+}
+OVERCAST = (["under an overcast sky", "with an overcast sky"], ["under a leaden sky"])  # many gray clouds
+WATER = {
+    "none": (["with no water", "far from water"], ["with no lake or sea"]),
+    "lake": (["by a lake", "with a lake", "beside a pond", "with a pond", "over a lake"], ["near a still lake"]),
+    "sea": (["by the sea", "by the ocean", "on the coast", "over the sea", "with the sea"], ["along the seashore"]),
+}
+TREES = {
+    "none": (["with no trees", "without trees"], ["with not a single tree"]),
+    "few": (["with a few trees", "with some trees", "with a tree", "with scattered trees"], ["dotted with trees"]),
+    "forest": (["with a forest", "with woods", "with woodland", "with a pine forest"], ["with dense woods"]),
+}
+HOUSE = {
+    "yes": (["with a house", "with a cottage", "with a cabin", "with a little house"], ["with a small hut"]),
+    "no": (["with no house", "with no buildings"], ["with no homes"]),
+}
+BOAT = {
+    "yes": (["with a boat", "with a sailboat", "with a small boat"], ["with a sailing ship"]),
+    "no": (["with no boats", "without a boat"], ["with no vessels"]),
+}
+TEMPLATES = (["{subject} {rest}", "a picture of {subject} {rest}", "{time}, {subject} {rest}",
+              "a landscape of {subject} {rest}", "{subject}, {rest}", "a beautiful view of {subject} {rest}"],
+             ["a painting of {subject} {rest}", "{time} there is {subject} {rest}"])
+
+# Every phrasing table, for documentation and tests: name → {value: (train, held out)}.
+PHRASINGS = {
+    "terrain": TERRAIN, "subject": {"any": GENERIC_SUBJECT}, "snow_adjective": {"yes": SNOW_ADJ}, "snow": SNOW,
+    "time": TIME, "celestial": CELESTIAL, "clouds": CLOUDS, "cloud_color": CLOUD_COLOR, "overcast": {"many gray": OVERCAST},
+    "water": WATER, "trees": TREES, "house": HOUSE, "boat": BOAT, "template": {"any": TEMPLATES},
+}
+
+# How often each attribute is named (the rest is left out). None values are named less often.
+MENTION_P = {"time": 0.6, "celestial": 0.35, "clouds": 0.55, "terrain": 0.8, "snow": 0.35, "water": 0.6,
+             "trees": 0.55, "house": 0.5, "boat": 0.6}
+NEGATIVE_P = 0.35  # chance to name an absent thing ("with no trees") when it is drawn to be named
+
+
+def _pick(rng: np.random.Generator, phrasings: tuple[list[str], list[str]], split: str) -> str:
+    train, heldout = phrasings
+    if split == "train":
+        pool = train
+    elif split == "heldout":
+        pool = heldout if rng.random() < 0.7 else train + heldout
+    else:
+        pool = train + heldout
+    return pool[rng.integers(len(pool))]
+
+
+def caption_scene(attributes: dict[str, str], rng: np.random.Generator, split: str = "train") -> tuple[str, list[str]]:
+    """One caption for ``attributes``; returns it with the names of the attributes it states."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    a = attributes
+    named = []
+    for name, p in MENTION_P.items():
+        absent = a[name] in ("none", "no")
+        if name == "boat" and a["water"] == "none":
+            continue  # "with no boats" on dry land says nothing
+        if rng.random() < (p * NEGATIVE_P if absent else p):
+            named.append(name)
+    if not named:
+        named.append("terrain")
+
+    snow_adj = ""
+    if "snow" in named and a["snow"] == "yes" and "terrain" in named and rng.random() < 0.6:
+        snow_adj = _pick(rng, SNOW_ADJ, split)
+    subject = (_pick(rng, TERRAIN[a["terrain"]], split) if "terrain" in named else _pick(rng, GENERIC_SUBJECT, split))
+    subject = subject.replace("{snow}", snow_adj)
+
+    parts = []
+    if "snow" in named and not snow_adj:
+        parts.append(_pick(rng, SNOW[a["snow"]], split))
+    if "celestial" in named:
+        parts.append(_pick(rng, CELESTIAL[a["celestial"]], split))
+    if "clouds" in named:
+        if a["clouds"] == "many" and a["cloud_color"] == "gray" and rng.random() < 0.3:
+            parts.append(_pick(rng, OVERCAST, split))
+            named.append("cloud_color")
+        else:
+            colour = ""
+            if a["clouds"] != "none" and rng.random() < 0.65:
+                colour = _pick(rng, CLOUD_COLOR[a["cloud_color"]], split)
+                named.append("cloud_color")
+            parts.append(_pick(rng, CLOUDS[a["clouds"]], split).replace("{c}", colour))
+    for name, table in (("water", WATER), ("trees", TREES), ("house", HOUSE), ("boat", BOAT)):
+        if name in named:
+            parts.append(_pick(rng, table[a[name]], split))
+    rng.shuffle(parts)
+
+    time = _pick(rng, TIME[a["time"]], split) if "time" in named else ""
+    template = _pick(rng, TEMPLATES, split)
+    if "{time}" in template and not time:
+        template = "{subject} {rest}"
+    elif time and "{time}" not in template:
+        parts.insert(int(rng.integers(len(parts) + 1)), time)
+    if len(parts) > 2 and rng.random() < 0.5:
+        rest = ", ".join(parts[:-1]) + " and " + parts[-1]
+    else:
+        rest = " ".join(parts)
+    caption = template.format(subject=subject, rest=rest, time=time)
+    caption = " ".join(caption.replace(" ,", ",").split()).strip(" ,")
+    order = list(attributes)
+    return caption, sorted(set(named), key=order.index)

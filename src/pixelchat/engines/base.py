@@ -1,0 +1,61 @@
+"""The engine protocol: every engine serves generate, edit, describe and vary.
+
+Requests and results are plain dataclasses so that the services above (conversation, server)
+never touch tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from PIL import Image
+
+MAX_PROMPT_CHARS = 1000
+MAX_IMAGES = 64
+
+
+class UnsupportedOperation(NotImplementedError):
+    """The engine cannot do this (yet)."""
+
+
+@dataclass
+class GenerateRequest:
+    prompt: str
+    n: int = 1
+    seed: int | None = None  # image i gets seed + i; None draws a random seed
+    truncation: float | None = None  # draw z from N(0, 1) truncated to [-t, t]
+    size: int | None = None  # None: the model's native size
+    negative_prompt: str | None = None
+
+
+@dataclass
+class GeneratedImage:
+    image: Image.Image
+    prompt: str
+    seed: int
+    record: dict = field(default_factory=dict)  # the generation record written into the file
+
+
+@dataclass
+class ModelInfo:
+    id: str
+    sha256: str
+    engine: str
+    arch: str
+    size: int
+    text_encoder: str
+    path: str
+
+
+@runtime_checkable
+class Engine(Protocol):
+    info: ModelInfo
+
+    def generate(self, request: GenerateRequest) -> list[GeneratedImage]: ...
+
+    def edit(self, image: Image.Image, prompt: str, **options) -> list[GeneratedImage]: ...
+
+    def describe(self, image: Image.Image) -> dict: ...
+
+    def vary(self, image: Image.Image, **options) -> list[GeneratedImage]: ...

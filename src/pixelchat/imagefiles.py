@@ -1,0 +1,55 @@
+"""Image files that say how they were made: PNG text chunks with our JSON record and an
+A1111-style ``parameters`` line (read by many image tools)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+RECORD_KEY = "pixelchat"
+PARAMETERS_KEY = "parameters"
+
+
+def a1111_parameters(record: dict) -> str:
+    """The one-line summary AUTOMATIC1111's web UI writes, so existing tools can read our files."""
+    lines = [record.get("prompt", "")]
+    if record.get("negative_prompt"):
+        lines.append(f"Negative prompt: {record['negative_prompt']}")
+    size = record.get("size") or [0, 0]
+    model = record.get("model", {})
+    fields = {"Steps": 1, "Sampler": "GAN", "Seed": record.get("seed"), "Size": f"{size[0]}x{size[1]}",
+              "Model hash": (model.get("sha256") or "")[:10], "Model": model.get("id"),
+              "Version": f"pixelchat {record.get('pixelchat_version', '')}".strip()}
+    if record.get("truncation") is not None:
+        fields["Truncation"] = record["truncation"]
+    lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v not in (None, "")))
+    return "\n".join(lines)
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, record: dict) -> Path:
+    """Write ``image`` with ``record`` embedded; written to a temporary name first, so no half files."""
+    path = Path(path)
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(RECORD_KEY, json.dumps(record, separators=(",", ":")))
+    info.add_text(PARAMETERS_KEY, a1111_parameters(record))
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG", pnginfo=info)
+    os.replace(tmp, path)
+    return path
+
+
+def read_record(path_or_image: str | os.PathLike | Image.Image) -> dict | None:
+    """Our generation record from a file or opened image; None when it has none."""
+    image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
+    text = getattr(image, "text", None) or image.info
+    raw = text.get(RECORD_KEY)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,21 @@
+"""Networks: the text-conditional GAN and the seed's DCGAN baseline, built from one ModelConfig."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from pixelchat.models import dcgan, textgan
+from pixelchat.models.config import ARCHS, ModelConfig
+
+_MODULES = {"textgan": textgan, "dcgan": dcgan}
+
+
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    return _MODULES[cfg.arch].Generator(cfg)
+
+
+def build_discriminator(cfg: ModelConfig) -> nn.Module:
+    return _MODULES[cfg.arch].Discriminator(cfg)
+
+
+__all__ = ["ARCHS", "ModelConfig", "build_discriminator", "build_generator"]

@@ -1,0 +1,42 @@
+"""The network hyperparameters: one dataclass, saved with every checkpoint and passed whole to every module."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+ARCHS = ("textgan", "dcgan")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "textgan"  # textgan (DF-GAN-style text fusion) | dcgan (the seed documents' baseline)
+    size: int = 64  # output side in pixels, a power of two >= 16
+    z_dim: int = 100
+    text_dim: int = 384  # pooled text embedding size (all-MiniLM-L6-v2: 384)
+    ngf: int = 32  # generator channels at full resolution; doubled at each halving, capped at max_channels
+    ndf: int = 32  # discriminator channels at full resolution, likewise
+    max_channels: int = 256
+    conditional: bool = True  # dcgan only: False trains the unconditional baseline
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.size < 16 or self.size & (self.size - 1):
+            raise ValueError(f"size must be a power of two >= 16, got {self.size}")
+        if self.arch == "textgan" and not self.conditional:
+            raise ValueError("the text GAN is always text-conditional; use arch='dcgan' for an unconditional model")
+
+    def channels(self, resolution: int, base: int) -> int:
+        """Channels at ``resolution``: ``base`` at full size, doubled per halving, capped."""
+        return min(self.max_channels, base * (self.size // resolution))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,127 @@
+"""Checkpoints: a safetensors file of weights plus a JSON file that fully describes them.
+
+``NAME.safetensors`` holds tensors only (never pickles); ``NAME.json`` holds the model config,
+the text encoder it was trained with, the training options and the safetensors file's sha256,
+checked on load. A path may name either file, their common stem, or a directory holding
+``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT = "pixelchat-gan"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or does not fit what it is loaded into."""
+
+
+@dataclass
+class Checkpoint:
+    tensors: dict[str, torch.Tensor]
+    config: dict
+    path: Path  # the .safetensors file
+    sha256: str
+
+
+def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(weights, config) paths for what the user named."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict) -> Path:
+    """Write both files atomically (temporary name, then rename), weights first."""
+    weights, meta = checkpoint_files(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, **config, "sha256": file_sha256(tmp)}
+    os.replace(tmp, weights)
+    tmp_meta = meta.with_name(meta.name + ".tmp")
+    tmp_meta.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp_meta, meta)
+    return weights
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    weights, meta = checkpoint_files(path)
+    if not weights.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: {weights} does not exist")
+    if not meta.is_file():
+        raise CheckpointError(f"checkpoint {weights} has no config file {meta.name} beside it")
+    try:
+        config = json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint config {meta} is not valid JSON: {e}") from e
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{meta} is not a pixelchat checkpoint config (format {FORMAT!r} expected)")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{meta} was written by a newer pixelchat (format version {config['format_version']})")
+    sha = file_sha256(weights)
+    if config.get("sha256") and config["sha256"] != sha:
+        raise CheckpointError(f"checkpoint {weights} is corrupt or does not belong to {meta.name} (sha256 mismatch)")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {weights} is corrupt: {e}") from e
+    return Checkpoint(tensors, config, weights, sha)
+
+
+def module_tensors(prefix: str, module: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": (v.to(dtype) if dtype and v.is_floating_point() else v)
+            for k, v in module.state_dict().items()}
+
+
+def load_module(module: torch.nn.Module, ckpt: Checkpoint, prefix: str) -> None:
+    """Load ``prefix.*`` tensors into ``module``, in its own dtype; shape or name mismatches are errors."""
+    own = module.state_dict()
+    state = {k[len(prefix) + 1:]: v for k, v in ckpt.tensors.items() if k.startswith(prefix + ".")}
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {ckpt.path} does not fit the network: "
+                              f"{len(missing)} missing and {len(unexpected)} unexpected tensors under {prefix!r}")
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise CheckpointError(f"checkpoint {ckpt.path}: {prefix}.{k} has shape {tuple(v.shape)}, "
+                                  f"the network expects {tuple(own[k].shape)}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """Flatten an optimizer's state into tensors (for safetensors) and its param groups (for JSON)."""
+    sd = opt.state_dict()
+    tensors = {f"{prefix}.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v))
+               for i, s in sd["state"].items() for k, v in s.items()}
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, ckpt: Checkpoint, prefix: str, param_groups: list) -> None:
+    state: dict[int, dict] = {}
+    for key, v in ckpt.tensors.items():
+        if key.startswith(prefix + "."):
+            i, name = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": param_groups})

@@ -1,0 +1,257 @@
+"""One training loop for every architecture: precomputed text embeddings, a Rich progress bar,
+a step or time budget, checkpoints (safetensors + JSON), resume, sample grids and stats.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pixelchat.data.dataset import CaptionedImages
+from pixelchat.models import ARCHS, ModelConfig, build_discriminator, build_generator
+from pixelchat.training import losses
+from pixelchat.training.augment import diff_augment, parse_policy
+from pixelchat.training.checkpoint import (
+    load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors, save_checkpoint,
+)
+from pixelchat.training.ema import make_ema, update_ema
+
+# Fixed prompts for the sample grids, so that snapshots are comparable across a run.
+SAMPLE_PROMPTS = [
+    "a pink cloud at sunset",
+    "a beautiful mountain landscape",
+    "mountains with tall peaks and rising clouds",
+    "a starry night over a lake",
+    "a house by the sea at noon",
+    "a snowy hillside with a forest",
+    "a desert with a few white clouds by day",
+    "a boat on a lake under a full moon",
+]
+
+
+@dataclass
+class TrainConfig:
+    data: str = "scenes"
+    steps: int | None = None
+    time_budget: float | None = None  # minutes; stops at whichever of steps/time comes first
+    batch_size: int = 64
+    lr_g: float = 1e-4  # DF-GAN's two time-scale rates; the DCGAN preset uses 2e-4 for both
+    lr_d: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    loss: str = "hinge"  # hinge (text GAN) | bce (DCGAN)
+    mismatch: bool = True  # real images with wrong captions as negatives
+    ma_gp_weight: float = 2.0
+    ma_gp_p: float = 6.0
+    ma_gp_every: int = 4  # lazy regularisation: every k steps, weighted by k (Karras et al. 2020)
+    diffaug: str = "translation,cutout"
+    ema_decay: float = 0.999
+    bf16: bool = False
+    channels_last: bool = True
+    checkpoint_every: int = 1000
+    sample_every: int = 500
+    log_every: int = 20
+    seed: int = 0
+    scenes: int = 20000  # how many scenes to render when data == "scenes"
+    captions_per_image: int = 2
+    limit: int | None = None  # read at most this many images from a dataset folder
+    text_encoder: str = "all-MiniLM-L6-v2"
+
+    def __post_init__(self):
+        if self.loss not in ("hinge", "bce"):
+            raise ValueError(f"loss must be 'hinge' or 'bce', got {self.loss!r}")
+        parse_policy(self.diffaug)
+        if self.steps is None and self.time_budget is None:
+            raise ValueError("give a step count or a time budget")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError("steps must be at least 1")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError("the time budget must be positive")
+        if self.batch_size < 2:
+            raise ValueError("batch size must be at least 2 (mismatched captions need a second sample)")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def preset(arch: str) -> tuple[ModelConfig, TrainConfig]:
+    """Sensible defaults per architecture; the DCGAN preset is the seed documents' recipe."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if arch == "dcgan":
+        return (ModelConfig(arch="dcgan", ngf=64, ndf=64, max_channels=512),
+                TrainConfig(steps=1, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, loss="bce", mismatch=False,
+                            ma_gp_weight=0.0, diffaug="", ema_decay=0.999))
+    return ModelConfig(arch="textgan"), TrainConfig(steps=1)
+
+
+def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, data: CaptionedImages,
+                  encoder, resume: str | Path | None = None, console: Console | None = None) -> Path:
+    """Train on ``data`` and write checkpoints, samples and stats under ``out_dir``; returns the final
+    generator checkpoint (``model.safetensors``)."""
+    console = console or Console(stderr=True)
+    out = Path(out_dir)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    # Text: every caption embedded once, up front (the encoder is frozen).
+    flat = [c for caps in data.captions for c in caps]
+    unique = sorted(set(flat) | set(SAMPLE_PROMPTS), key=len)
+    with console.status(f"embedding {len(unique)} captions with {encoder.name}"):
+        table = encoder.encode(unique).pooled  # (U, D)
+    index = {c: i for i, c in enumerate(unique)}
+    caption_ids = [torch.tensor([index[c] for c in caps]) for caps in data.captions]
+    n_caps = torch.tensor([len(c) for c in caption_ids])
+    caption_ids = torch.nn.utils.rnn.pad_sequence(caption_ids, batch_first=True)  # (N, max captions)
+    if table.shape[1] != model_cfg.text_dim:
+        raise ValueError(f"the text encoder gives {table.shape[1]}-d embeddings, the model expects {model_cfg.text_dim}")
+    if data.size != model_cfg.size:
+        raise ValueError(f"data is {data.size} px but the model is configured for {model_cfg.size} px")
+
+    # Networks, optimisers, EMA.
+    G, D = build_generator(model_cfg), build_discriminator(model_cfg)
+    G_ema = make_ema(G)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    step, elapsed_before = 0, 0.0
+    if resume:
+        ckpt = load_checkpoint(resume)
+        if ckpt.config.get("model") != model_cfg.to_dict():
+            raise ValueError(f"cannot resume from {resume}: it was trained with a different model config")
+        for name, module in (("G", G), ("D", D), ("G_ema", G_ema)):
+            load_module(module, ckpt, name)
+        load_optimizer(opt_g, ckpt, "opt_g", ckpt.config["optimizers"]["opt_g"])
+        load_optimizer(opt_d, ckpt, "opt_d", ckpt.config["optimizers"]["opt_d"])
+        step, elapsed_before = ckpt.config["step"], ckpt.config.get("train_seconds", 0.0)
+        gen.manual_seed(cfg.seed + step)
+        console.log(f"resumed from {resume} at step {step}")
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    G, D, G_ema = G.to(memory_format=fmt), D.to(memory_format=fmt), G_ema.to(memory_format=fmt)
+    augment = diff_augment(cfg.diffaug)
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
+    text_fixed = table[[index[p] for p in SAMPLE_PROMPTS]].repeat_interleave(4, 0)  # (32, D)
+    z_fixed = torch.randn(len(text_fixed), model_cfg.z_dim, generator=torch.Generator().manual_seed(1234))
+
+    meta = {"model": model_cfg.to_dict(), "training": asdict(cfg),
+            "text_encoder": {"name": encoder.name, "dim": encoder.dim, "sha256": encoder.weights_sha256},
+            "data": {"source": data.source, "images": len(data)}}
+    (out / "training_options.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def snapshot(kind: str) -> Path:
+        train_seconds = elapsed_before + time.time() - t_start
+        info = {**meta, "step": step, "train_seconds": round(train_seconds, 1)}
+        # the full training state, for resuming
+        tensors = {**module_tensors("G", G), **module_tensors("D", D), **module_tensors("G_ema", G_ema)}
+        tg, groups_g = optimizer_tensors("opt_g", opt_g)
+        td, groups_d = optimizer_tensors("opt_d", opt_d)
+        save_checkpoint(out / "checkpoint", {**tensors, **tg, **td},
+                        {**info, "kind": "training", "optimizers": {"opt_g": groups_g, "opt_d": groups_d}})
+        # the EMA generator alone, in fp16, for generation
+        return save_checkpoint(out / "model", module_tensors("G_ema", G_ema, torch.float16), {**info, "kind": "generator"})
+
+    def save_samples() -> None:
+        with torch.no_grad():
+            images = G_ema(z_fixed, text_fixed)
+        save_grid(images, out / "samples" / f"step-{step:07d}.png", nrow=8)
+
+    # The loop.
+    stats_file = open(out / "stats.jsonl", "a")
+    budget_s = cfg.time_budget * 60 if cfg.time_budget else math.inf
+    total = cfg.steps if cfg.steps is not None else None
+    t_start = last_log = time.time()
+    images_seen, last_images = 0, 0
+    columns = [TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    G.train(), D.train()
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("train", total=total, completed=step, rate="")
+        while (cfg.steps is None or step < cfg.steps) and time.time() - t_start < budget_s:
+            # fetch a batch: random images, one of each image's captions
+            idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
+            which = (torch.rand(cfg.batch_size, generator=gen) * n_caps[idx]).long()
+            text = table[caption_ids[idx, which]]  # (B, D)
+            real = (data.images[idx].float() / 127.5 - 1).contiguous(memory_format=fmt)  # (B, 3, H, W)
+            z = torch.randn(cfg.batch_size, model_cfg.z_dim, generator=gen)
+
+            # discriminator step: real/matched vs generated, plus mismatched captions
+            with autocast():
+                fake = G(z, text).detach()
+                real_aug, fake_aug = augment(real), augment(fake)
+                d_real = D(real_aug, text)
+                d_fake = D(fake_aug, text)
+                if cfg.loss == "hinge":
+                    d_mis = D.logits(D.features(real_aug), text.roll(1, 0)) if cfg.mismatch else None
+                    loss_d = losses.d_hinge_loss(d_real.float(), d_fake.float(), None if d_mis is None else d_mis.float())
+                else:
+                    loss_d = losses.d_bce_loss(d_real.float(), d_fake.float())
+            loss_gp = torch.zeros(())
+            if cfg.ma_gp_weight > 0 and step % cfg.ma_gp_every == 0:
+                with autocast():
+                    loss_gp = losses.matching_aware_gp(D, real, text, weight=cfg.ma_gp_weight * cfg.ma_gp_every,
+                                                       p=cfg.ma_gp_p)
+            opt_d.zero_grad(set_to_none=True)
+            (loss_d + loss_gp).backward()
+            opt_d.step()
+
+            # generator step
+            with autocast():
+                d_gen = D(augment(G(z, text)), text).float()
+                loss_g = losses.g_hinge_loss(d_gen) if cfg.loss == "hinge" else losses.g_bce_loss(d_gen)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+
+            # update EMA
+            update_ema(G_ema, G, cfg.ema_decay)
+            step += 1
+            images_seen += cfg.batch_size
+
+            # log, snapshot
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.time()
+                rate = (images_seen - last_images) / max(now - last_log, 1e-9)
+                last_log, last_images = now, images_seen
+                row = {"step": step, "time": round(elapsed_before + now - t_start, 2), "img_per_s": round(rate, 1),
+                       "loss_d": round(loss_d.item(), 4), "loss_gp": round(loss_gp.item(), 4),
+                       "loss_g": round(loss_g.item(), 4), "d_real": round(d_real.float().mean().item(), 3),
+                       "d_fake": round(d_fake.float().mean().item(), 3)}
+                stats_file.write(json.dumps(row) + "\n")
+                stats_file.flush()
+                bar.update(task, completed=step, rate=f"{rate:.0f} img/s")
+                if not console.is_terminal:
+                    console.log(json.dumps(row))
+                if not all(math.isfinite(v) for v in (row["loss_d"], row["loss_g"])):
+                    raise FloatingPointError(f"training diverged at step {step}: {row}")
+            if step % cfg.sample_every == 0:
+                save_samples()
+            if step % cfg.checkpoint_every == 0:
+                snapshot("periodic")
+    stats_file.close()
+    save_samples()
+    final = snapshot("final")
+    console.log(f"trained {step} steps in {time.time() - t_start:.0f} s; generator at {final}")
+    return final
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
+    """Images in [-1, 1], (B, 3, H, W), as one PNG grid."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    b, _, h, w = x.shape
+    rows = math.ceil(b / nrow)
+    grid = torch.zeros((3, rows * h, nrow * w), dtype=torch.uint8)
+    for i in range(b):
+        r, c = divmod(i, nrow)
+        grid[:, r * h:(r + 1) * h, c * w:(c + 1) * w] = x[i]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    return path

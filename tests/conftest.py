@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny real model trained for a few steps on exported scenes."""
+
+from __future__ import annotations
+
+import pytest
+
+from pixelchat.data.export import export_scenes
+from pixelchat.train import train
+
+TINY_MODEL = {"ngf": 4, "ndf": 4, "max_channels": 16}
+TINY_TRAIN = {"batch_size": 4, "checkpoint_every": 2, "sample_every": 2, "log_every": 1}
+
+
+@pytest.fixture(scope="session")
+def scenes_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scenes")
+    export_scenes(out, 12, 32, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, scenes_folder):
+    """A run folder holding a tiny text GAN trained 3 steps on the exported folder (32 px)."""
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    train(str(scenes_folder), arch="textgan", size=32, out=out, steps=3, model_options=TINY_MODEL,
+          train_options=TINY_TRAIN)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run):
+    return tiny_run / "model.safetensors"

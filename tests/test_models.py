@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from pixelchat.models import ModelConfig, build_discriminator, build_generator
+from pixelchat.training import losses
+from pixelchat.training.augment import diff_augment
+
+
+@pytest.mark.parametrize("arch", ["textgan", "dcgan"])
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes(arch, size):
+    cfg = ModelConfig(arch=arch, size=size, ngf=4, ndf=4, max_channels=16)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    z, t = torch.randn(3, cfg.z_dim), torch.randn(3, cfg.text_dim)
+    x = G(z, t)
+    assert x.shape == (3, 3, size, size) and x.abs().max() <= 1
+    assert D(x, t).shape == (3,)
+
+
+def test_text_modulates_the_generator():
+    torch.manual_seed(0)
+    cfg = ModelConfig(size=32, ngf=4, ndf=4, max_channels=16)
+    G = build_generator(cfg)
+    for p in G.parameters():  # move away from the identity initialisation of the fusion layers
+        p.data += 0.05 * torch.randn_like(p)
+    z = torch.randn(1, cfg.z_dim)
+    a, b = G(z, torch.randn(1, cfg.text_dim)), G(z, torch.randn(1, cfg.text_dim))
+    assert (a - b).abs().mean() > 1e-3
+
+
+def test_unconditional_dcgan_ignores_text():
+    cfg = ModelConfig(arch="dcgan", size=32, ngf=4, ndf=4, conditional=False)
+    G = build_generator(cfg).eval()
+    z = torch.randn(2, cfg.z_dim)
+    assert torch.equal(G(z, torch.randn(2, 384)), G(z, None))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="power of two"):
+        ModelConfig(size=48)
+    with pytest.raises(ValueError, match="arch"):
+        ModelConfig(arch="vae")
+    with pytest.raises(ValueError, match="unknown"):
+        ModelConfig.from_dict({"arch": "textgan", "depth": 3})
+
+
+def test_losses():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    assert losses.d_hinge_loss(real, fake).item() == pytest.approx(0.25 + 0.5)
+    assert losses.d_hinge_loss(real, fake, torch.tensor([-1.0, -1.0])).item() == pytest.approx(0.25 + 0.25)
+    assert losses.g_hinge_loss(fake).item() == pytest.approx(1.0)
+    assert losses.g_bce_loss(torch.tensor([20.0])).item() < 1e-6
+
+
+def test_matching_aware_gradient_penalty_is_differentiable():
+    cfg = ModelConfig(size=32, ngf=4, ndf=4, max_channels=16)
+    D = build_discriminator(cfg)
+    for p in D.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    gp = losses.matching_aware_gp(D, torch.randn(2, 3, 32, 32), torch.randn(2, 384))
+    assert gp.item() > 0
+    gp.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in D.parameters())
+
+
+def test_diff_augment_keeps_shape_and_gradients():
+    aug = diff_augment("color,translation,cutout")
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    y = aug(x * 2 - 1)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        diff_augment("rotate")

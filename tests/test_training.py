@@ -1,0 +1,114 @@
+"""End to end on tiny real models: render → export → train → save → load → generate."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_MODEL, TINY_TRAIN
+from pixelchat import generate
+from pixelchat.engines import GANEngine
+from pixelchat.train import train
+from pixelchat.training.checkpoint import CheckpointError, load_checkpoint
+
+
+def test_run_folder_holds_everything(tiny_run):
+    for name in ("model.safetensors", "model.json", "checkpoint.safetensors", "checkpoint.json",
+                 "training_options.json", "stats.jsonl"):
+        assert (tiny_run / name).is_file(), name
+    assert list((tiny_run / "samples").glob("step-*.png"))
+    stats = [json.loads(line) for line in (tiny_run / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == [1, 2, 3]
+    config = json.loads((tiny_run / "model.json").read_text())
+    assert config["model"]["ngf"] == 4 and config["step"] == 3
+    assert config["text_encoder"]["name"] == "all-MiniLM-L6-v2" and len(config["text_encoder"]["sha256"]) == 64
+    ckpt = load_checkpoint(tiny_run / "model.safetensors")
+    assert all(t.dtype == torch.float16 for t in ckpt.tensors.values() if t.is_floating_point())
+
+
+def test_generate_is_reproducible(tiny_model):
+    a = generate("a snowy mountain range at night", n=2, seed=5, model=tiny_model)
+    b = generate("a snowy mountain range at night", n=2, seed=5, model=tiny_model)
+    assert [im.size for im in a] == [(32, 32)] * 2
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(a[1]))  # seed + i differ
+    c = generate("a snowy mountain range at night", n=1, seed=6, model=tiny_model)
+    assert np.array_equal(np.asarray(a[1]), np.asarray(c[0]))  # image i is seed + i on its own too
+    record = a[0].info["pixelchat"]
+    assert record["seed"] == 5 and record["model"]["sha256"] == load_checkpoint(tiny_model).sha256
+
+
+def test_resume_continues_the_run(tiny_run, tmp_path, scenes_folder):
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(tiny_run, run)
+    train(str(scenes_folder), size=32, out=run, steps=5, resume=run, model_options=TINY_MODEL, train_options=TINY_TRAIN)
+    config = json.loads((run / "checkpoint.json").read_text())
+    assert config["step"] == 5
+    steps = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_existing_run_is_not_overwritten(tiny_run, scenes_folder):
+    before = (tiny_run / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train(str(scenes_folder), size=32, out=tiny_run, steps=1, model_options=TINY_MODEL, train_options=TINY_TRAIN)
+    assert (tiny_run / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_dry_run_writes_nothing(tmp_path, scenes_folder):
+    out = tmp_path / "dry"
+    assert train(str(scenes_folder), size=32, out=out, steps=10, dry_run=True, model_options=TINY_MODEL) is None
+    assert not out.exists()
+
+
+def test_dcgan_baseline_trains_with_the_same_loop(tmp_path, scenes_folder):
+    out = tmp_path / "dcgan"
+    final = train(str(scenes_folder), arch="dcgan", size=32, out=out, steps=2,
+                  model_options={"ngf": 4, "ndf": 4}, train_options=TINY_TRAIN)
+    config = json.loads((out / "model.json").read_text())
+    assert config["model"]["arch"] == "dcgan" and config["training"]["loss"] == "bce"
+    assert config["training"]["lr_g"] == 2e-4 and config["training"]["beta1"] == 0.5
+    assert len(generate("a lake", n=2, seed=0, model=final)) == 2
+
+
+def test_training_on_scenes_and_digits_sources(tmp_path):
+    final = train("digits", arch="dcgan", size=16, out=tmp_path / "digits", steps=1,
+                  model_options={"ngf": 4, "ndf": 4, "conditional": False},
+                  train_options={**TINY_TRAIN, "limit": 16})
+    assert generate("a handwritten digit seven", n=1, seed=0, model=final)[0].size == (16, 16)
+    final = train("scenes", size=32, out=tmp_path / "scenes", steps=1, model_options=TINY_MODEL,
+                  train_options={**TINY_TRAIN, "scenes": 8, "captions_per_image": 2})
+    assert final.exists()
+
+
+def test_mismatched_or_corrupt_checkpoints_are_refused(tiny_run, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_run, bad)
+    data = bytearray((bad / "model.safetensors").read_bytes())
+    data[-10:] = b"\x00" * 10
+    (bad / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad / "model.safetensors")
+
+    (bad / "checkpoint.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(bad / "checkpoint.safetensors")
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    config = json.loads((other / "model.json").read_text())
+    config["text_encoder"]["sha256"] = "0" * 64
+    (other / "model.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="text encoder"):
+        GANEngine(other / "model.safetensors")
+
+    config["text_encoder"]["sha256"] = json.loads((tiny_run / "model.json").read_text())["text_encoder"]["sha256"]
+    config["model"]["ngf"] = 8
+    (other / "model.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not fit|shape"):
+        GANEngine(other / "model.safetensors")
