@@ -25,8 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_generate.py
-	$(BIN)/python benchmarks/bench_train.py
+	cd benchmarks && ../$(BIN)/python bench_generate.py && ../$(BIN)/python bench_train.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -20,6 +20,7 @@ def test_run_folder_holds_everything(tiny_run):
     assert list((tiny_run / "samples").glob("step-*.png"))
     stats = [json.loads(line) for line in (tiny_run / "stats.jsonl").read_text().splitlines()]
     assert [s["step"] for s in stats] == [1, 2, 3]
+    assert stats[0]["loss_gp"] > 0  # the lazy gradient penalty ran on the first step and is logged
     config = json.loads((tiny_run / "model.json").read_text())
     assert config["model"]["ngf"] == 4 and config["step"] == 3
     assert config["text_encoder"]["name"] == "all-MiniLM-L6-v2" and len(config["text_encoder"]["sha256"]) == 64

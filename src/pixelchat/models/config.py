@@ -26,6 +26,13 @@ class ModelConfig:
         if self.arch == "textgan" and not self.conditional:
             raise ValueError("the text GAN is always text-conditional; use arch='dcgan' for an unconditional model")
 
+    @property
+    def text_gain(self) -> float:
+        """Sentence embeddings are unit vectors (components ~ 1/sqrt(D)) while z ~ N(0, I): rescaled by
+        sqrt(D), the text weighs as much as the noise wherever the two are concatenated. Without it
+        the networks learn to ignore the text."""
+        return self.text_dim ** 0.5
+
     def channels(self, resolution: int, base: int) -> int:
         """Channels at ``resolution``: ``base`` at full size, doubled per halving, capped."""
         return min(self.max_channels, base * (self.size // resolution))

@@ -41,7 +41,7 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.conditional:
-            z = torch.cat([z, text], dim=1)
+            z = torch.cat([z, text * self.cfg.text_gain], dim=1)
         return self.net(z[..., None, None])  # (B, 3, size, size)
 
 
@@ -64,7 +64,7 @@ class Discriminator(nn.Module):
 
     def logits(self, features: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         if self.cfg.conditional:
-            features = torch.cat([features, text[..., None, None].expand(-1, -1, 4, 4)], dim=1)
+            features = torch.cat([features, (text * self.cfg.text_gain)[..., None, None].expand(-1, -1, 4, 4)], dim=1)
         return self.head(features).flatten()  # (B,)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:

@@ -65,7 +65,7 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """z (B, z_dim), text (B, text_dim) → image (B, 3, size, size) in [-1, 1]."""
-        c = torch.cat([z, text], dim=1)  # (B, cond_dim)
+        c = torch.cat([z, text * self.cfg.text_gain], dim=1)  # (B, cond_dim)
         x = self.fc(z).view(z.shape[0], -1, 4, 4)  # (B, C4, 4, 4)
         for block in self.blocks:
             x = block(x, c)
@@ -106,7 +106,7 @@ class Discriminator(nn.Module):
         return self.blocks(self.from_rgb(image))  # (B, C4, 4, 4)
 
     def logits(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        t = text[..., None, None].expand(-1, -1, 4, 4)  # (B, text_dim, 4, 4)
+        t = (text * self.cfg.text_gain)[..., None, None].expand(-1, -1, 4, 4)  # (B, text_dim, 4, 4)
         return self.joint(torch.cat([features, t], dim=1)).flatten()  # (B,)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

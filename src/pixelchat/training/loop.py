@@ -170,6 +170,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     total = cfg.steps if cfg.steps is not None else None
     t_start = last_log = time.time()
     images_seen, last_images = 0, 0
+    last_gp = 0.0  # the lazy penalty's latest value, for the log
     columns = [TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     G.train(), D.train()
@@ -199,6 +200,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
                 with autocast():
                     loss_gp = losses.matching_aware_gp(D, real, text, weight=cfg.ma_gp_weight * cfg.ma_gp_every,
                                                        p=cfg.ma_gp_p)
+                last_gp = loss_gp.item()
             opt_d.zero_grad(set_to_none=True)
             (loss_d + loss_gp).backward()
             opt_d.step()
@@ -222,7 +224,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
                 rate = (images_seen - last_images) / max(now - last_log, 1e-9)
                 last_log, last_images = now, images_seen
                 row = {"step": step, "time": round(elapsed_before + now - t_start, 2), "img_per_s": round(rate, 1),
-                       "loss_d": round(loss_d.item(), 4), "loss_gp": round(loss_gp.item(), 4),
+                       "loss_d": round(loss_d.item(), 4), "loss_gp": round(last_gp, 4),
                        "loss_g": round(loss_g.item(), 4), "d_real": round(d_real.float().mean().item(), 3),
                        "d_fake": round(d_fake.float().mean().item(), 3)}
                 stats_file.write(json.dumps(row) + "\n")

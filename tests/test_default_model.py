@@ -1,0 +1,39 @@
+"""The shipped model: what `make demo` and `pixelchat generate` use when no model is given."""
+
+import json
+
+import numpy as np
+
+import pixelchat
+from pixelchat.demo import main as demo_main
+from pixelchat.engines import DEFAULT_MODEL, load_engine
+
+
+def test_shipped_weights_are_small_fp16_with_a_card():
+    config = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert config["kind"] == "generator" and config["model"]["size"] == 64
+    assert DEFAULT_MODEL.stat().st_size < 50 * 2**20
+    assert (DEFAULT_MODEL.parent / "MODEL_CARD.md").is_file()
+    assert load_engine().info.id == "pixelchat-scenes64"
+
+
+def test_default_model_generates_reproducibly():
+    a = pixelchat.generate("a starry night over a lake", n=2, seed=3)
+    b = pixelchat.generate("a starry night over a lake", n=2, seed=3)
+    assert a[0].size == (64, 64)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+
+
+def test_prompt_changes_the_picture():
+    """Same seed, opposite prompts: the text must reach the pixels (night is darker than noon)."""
+    night = np.mean([np.asarray(im) for im in pixelchat.generate("a starry night over a lake", n=4, seed=0)])
+    day = np.mean([np.asarray(im) for im in pixelchat.generate("a desert by day under a bright sun", n=4, seed=0)])
+    assert day > night + 20
+
+
+def test_demo_writes_images_and_a_contact_sheet(tmp_path, capsys):
+    demo_main(["--out", str(tmp_path), "--n", 2])
+    printed = capsys.readouterr().out
+    assert (tmp_path / "demo.png").is_file()
+    assert len(list(tmp_path.glob("*.png"))) == 2 * 8 + 1
+    assert "a-pink-cloud-at-sunset" in printed
