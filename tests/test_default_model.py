@@ -32,7 +32,7 @@ def test_prompt_changes_the_picture():
 
 
 def test_demo_writes_images_and_a_contact_sheet(tmp_path, capsys):
-    demo_main(["--out", str(tmp_path), "--n", 2])
+    demo_main(["--out", str(tmp_path), "--n", "2"])
     printed = capsys.readouterr().out
     assert (tmp_path / "demo.png").is_file()
     assert len(list(tmp_path.glob("*.png"))) == 2 * 8 + 1
