@@ -147,7 +147,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
             "data": {"source": data.source, "images": len(data)}}
     (out / "training_options.json").write_text(json.dumps(meta, indent=2) + "\n")
 
-    def snapshot(kind: str) -> Path:
+    def snapshot() -> Path:
         train_seconds = elapsed_before + time.time() - t_start
         info = {**meta, "step": step, "train_seconds": round(train_seconds, 1)}
         # the full training state, for resuming
@@ -237,10 +237,10 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
             if step % cfg.sample_every == 0:
                 save_samples()
             if step % cfg.checkpoint_every == 0:
-                snapshot("periodic")
+                snapshot()
     stats_file.close()
     save_samples()
-    final = snapshot("final")
+    final = snapshot()
     console.log(f"trained {step} steps in {time.time() - t_start:.0f} s; generator at {final}")
     return final
 
