@@ -4,6 +4,7 @@ DCGAN at 64×64, in fp32 and with bf16 autocast. Prints figures; asserts nothing
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from _machine import machine
@@ -11,7 +12,6 @@ from pixelchat.data import load_captioned_images
 from pixelchat.models import ModelConfig
 from pixelchat.text.encoder import load_text_encoder
 from pixelchat.training.loop import preset, training_loop
-from dataclasses import replace
 
 SHIPPED = {"ngf": 12, "ndf": 8}
 

@@ -167,7 +167,6 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     # The loop.
     stats_file = open(out / "stats.jsonl", "a")
     budget_s = cfg.time_budget * 60 if cfg.time_budget else math.inf
-    total = cfg.steps if cfg.steps is not None else None
     t_start = last_log = time.time()
     images_seen, last_images = 0, 0
     last_gp = 0.0  # the lazy penalty's latest value, for the log
@@ -175,7 +174,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     G.train(), D.train()
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
-        task = bar.add_task("train", total=total, completed=step, rate="")
+        task = bar.add_task("train", total=cfg.steps, completed=step, rate="")
         while (cfg.steps is None or step < cfg.steps) and time.time() - t_start < budget_s:
             # fetch a batch: random images, one of each image's captions
             idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
