@@ -30,3 +30,13 @@ def tiny_run(tmp_path_factory, scenes_folder):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_run):
     return tiny_run / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(tmp_path_factory):
+    """A judge trained for a few seconds: real code path, meaningless accuracy."""
+    from pixelchat.evaluation.judge import JudgeConfig, train_judge
+
+    out = tmp_path_factory.mktemp("judge") / "judge"
+    return train_judge(out, n_train=200, n_test=40, minutes=0.03, batch_size=16, cfg=JudgeConfig(width=4),
+                       progress=False)

@@ -113,3 +113,48 @@ def test_mismatched_or_corrupt_checkpoints_are_refused(tiny_run, tmp_path):
     (other / "model.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="does not fit|shape"):
         GANEngine(other / "model.safetensors")
+
+
+def test_attribute_heads_train_on_scenes_and_stay_out_of_the_generator(tmp_path):
+    out = tmp_path / "heads"
+    final = train("scenes", size=32, out=out, steps=3, model_options=TINY_MODEL,
+                  train_options={**TINY_TRAIN, "scenes": 12, "captions_per_image": 2, "clock": "cpu",
+                                 "snapshot_minutes": 1e-4})
+    config = json.loads((out / "model.json").read_text())
+    assert set(config["model"]["attribute_heads"]) == {"time", "celestial", "clouds", "cloud_color", "terrain", "snow",
+                                                       "water", "trees", "house", "boat"}
+    rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+    assert all(r["attr_d"] > 0 and r["attr_g"] >= 0 and r["cpu_time"] > 0 for r in rows)
+    full = load_checkpoint(out / "checkpoint.safetensors")
+    assert "D.classify.weight" in full.tensors and not any("classify" in k for k in load_checkpoint(final).tensors)
+    snapshots = sorted((out / "snapshots").glob("model-*.safetensors"))
+    assert snapshots and load_checkpoint(snapshots[-1]).config["step"] == 3
+    assert len(generate("a lake at night", n=1, seed=0, model=snapshots[-1])) == 1
+    # the seed recipe keeps its plain discriminator; a data folder without captions' attributes gets none
+    with pytest.raises(ValueError, match="attribute heads"):
+        train("scenes", arch="dcgan", size=32, out=tmp_path / "x", steps=1,
+              model_options={"attribute_heads": {"time": ["day", "night"]}}, train_options=TINY_TRAIN)
+
+
+def test_attribute_targets_follow_what_each_caption_names():
+    from pixelchat.data.dataset import CaptionedImages
+    from pixelchat.training.loop import attribute_targets
+
+    attrs = [{"time": "night", "clouds": "none", "cloud_color": "pink", "water": "lake"},
+             {"time": "day", "clouds": "few", "cloud_color": "gray", "water": "none"}]
+    data = CaptionedImages(torch.zeros((2, 3, 16, 16), dtype=torch.uint8), [["a", "b"], ["c"]], attrs,
+                           extra={"mentioned": [[["time"], ["water", "cloud_color"]], [["clouds", "cloud_color"]]]})
+    heads = {"time": ["day", "sunset", "night"], "clouds": ["none", "few", "many"],
+             "cloud_color": ["white", "pink", "gray"], "water": ["none", "lake", "sea"]}
+    t = attribute_targets(data, heads, 2)
+    assert t.labels.tolist() == [[2, 0, -1, 1], [0, 1, 2, 0]]  # no colour without clouds
+    assert t.named.tolist() == [[[True, False, False, False], [False, False, False, True]],
+                                [[False, True, True, False], [False, False, False, False]]]
+
+
+def test_ema_decay_warms_up():
+    from pixelchat.training.ema import ema_decay_at
+
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay_at(90, 0.999) == pytest.approx(0.91)
+    assert ema_decay_at(100_000, 0.999) == 0.999

@@ -88,6 +88,10 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
     sample_every: Optional[int] = typer.Option(None, "--sample-every"),
+    clock: Optional[str] = typer.Option(None, "--clock", help="What --time-budget counts: 'wall' or this process's 'cpu' time."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
+    snapshot_minutes: Optional[float] = typer.Option(None, "--snapshot-minutes", help="Keep a generator snapshot every so many minutes."),
+    attribute_weight: Optional[float] = typer.Option(None, "--attribute-weight", help="textgan on scenes: weight of the attribute heads (0 = off)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the options, read the data, train nothing."),
 ):
     """Train a generator; the checkpoint it writes works as --model everywhere."""
@@ -99,12 +103,91 @@ def train(
     train_options = {k: v for k, v in {
         "batch_size": batch_size, "scenes": scenes, "captions_per_image": captions_per_image, "limit": limit,
         "bf16": bf16, "seed": seed, "checkpoint_every": checkpoint_every, "sample_every": sample_every,
+        "clock": clock, "threads": threads, "snapshot_minutes": snapshot_minutes, "attribute_weight": attribute_weight,
     }.items() if v is not None}
     with user_errors():
         final = train_fn(data, arch=arch, size=size, out=out, steps=steps, time_budget=time_budget, resume=resume,
                          dry_run=dry_run, model_options=model_options, train_options=train_options, console=err)
     if final is not None:
         typer.echo(str(final))
+
+
+@app.command()
+def evaluate(
+    prompts: Path = typer.Option(..., "--prompts", help="JSON lines: {\"prompt\": ..., \"attributes\": {...}} per line."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A generator checkpoint; default: the shipped model."),
+    n_per_prompt: int = typer.Option(8, "--n-per-prompt", help="Images per prompt (2-64)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first image; prompt i uses seed + i·K …"),
+    feature: str = typer.Option("judge", "--feature", help="Feature space of FD/KID/PRDC: judge | inception."),
+    judge_path: Optional[Path] = typer.Option(None, "--judge", help="A judge checkpoint; default: the shipped judge."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every figure."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown report with plots and sample grids here."),
+):
+    """Score a model: prompt adherence (judged attributes), fidelity and diversity against real renders."""
+    from pixelchat.evaluation import EvaluationError, evaluate as evaluate_fn, read_prompts, write_report
+
+    with user_errors():
+        try:
+            if report is not None:
+                writable_dir(report)
+            ev = evaluate_fn(read_prompts(prompts), model=model, per_prompt=n_per_prompt, seed=seed, feature=feature,
+                             judge_path=judge_path, progress=err.is_terminal, console=err)
+        except EvaluationError as e:
+            raise ValueError(str(e)) from None
+        if report is not None:
+            err.print(f"report: {write_report(ev, report)}")
+    f = ev.figures
+    if as_json:
+        typer.echo(json.dumps(f))
+        return
+    for key in ("adherence", "exact_match", "fd", "kid", "precision", "recall", "density", "coverage"):
+        if key in f:
+            typer.echo(f"{key:12s} {f[key]}")
+    if "shuffled_floor" in f:
+        typer.echo(f"{'floor':12s} {f['shuffled_floor']['adherence']} (shuffled prompts)")
+        typer.echo(f"{'ceiling':12s} {f['real_ceiling']['adherence']} (real renders)")
+    typer.echo(f"{'diversity':12s} {f['diversity']}")
+
+
+@app.command()
+def judge(
+    images: list[Path] = typer.Argument(..., help="Pictures to judge (PNG, JPEG, WebP, any size)."),
+    judge_path: Optional[Path] = typer.Option(None, "--judge", help="A judge checkpoint; default: the shipped judge."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image."),
+):
+    """Read the scenes attributes off pictures with the evaluation judge (with confidences)."""
+    from pixelchat.evaluation.judge import image_to_tensor, load_judge, predict
+    from pixelchat.imagefiles import load_image
+
+    with user_errors():
+        model = load_judge(judge_path)
+        tensors = [image_to_tensor(load_image(p)) for p in images]  # every file checked before any output
+        preds = [predict(model, t[None])[0] for t in tensors]
+    for path, pred in zip(images, preds):
+        if as_json:
+            typer.echo(json.dumps({"image": str(path), **pred.to_dict()}))
+        else:
+            typer.echo(f"{path}: " + ", ".join(f"{k}={v} ({pred.confidence[k]:.2f})" for k, v in pred.attributes.items()))
+
+
+@app.command("train-judge")
+def train_judge(
+    out: Path = typer.Option(Path("runs/judge/judge-scenes"), "--out", help="Checkpoint path (.safetensors + .json)."),
+    minutes: float = typer.Option(13.0, "--minutes", help="Training time budget."),
+    images: int = typer.Option(40000, "--images", help="Fresh renders to train on."),
+    width: int = typer.Option(24, "--width", help="Channels of the first stage."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Train the evaluation judge on fresh scenes renders; reports held-out accuracy at 64 and 128 px."""
+    from pixelchat.evaluation.judge import JudgeConfig, train_judge as train_fn
+
+    with user_errors():
+        if minutes <= 0 or images < 100 or width < 4:
+            raise ValueError("need minutes > 0, at least 100 images and width >= 4")
+        writable_dir(out.parent)
+        path = train_fn(out, n_train=images, minutes=minutes, cfg=JudgeConfig(width=width), seed=seed,
+                        progress=err.is_terminal, console=err)
+    typer.echo(str(path))
 
 
 @data_app.command("export")

@@ -53,3 +53,40 @@ def read_record(path_or_image: str | os.PathLike | Image.Image) -> dict | None:
     except json.JSONDecodeError:
         return None
     return record if isinstance(record, dict) else None
+
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+
+
+class ImageFileError(ValueError):
+    """An image file that cannot be used: missing, too large, or not an image we can read."""
+
+
+def load_image(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open any reasonable picture (PNG, JPEG, WebP, …) as RGB: EXIF rotation applied, transparency
+    composited on white, greyscale expanded. Oversized or unreadable files raise ImageFileError."""
+    from PIL import ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageFileError(f"no image file at {path}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ImageFileError(f"{path} is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageFileError(f"{path} is {im.width}×{im.height} pixels; the limit is {max_pixels:,} pixels")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+                canvas.paste(rgba, mask=rgba.getchannel("A"))
+                return canvas
+            return im.convert("RGB")
+    except ImageFileError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise ImageFileError(f"{path} is not a readable image ({type(e).__name__}: {e})") from None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SPLITS = ("train", "heldout", "all")
+# train: training phrasings only; heldout: mostly held-out ones; eval: held-out ones only; all: any.
+SPLITS = ("train", "heldout", "eval", "all")
 
 # Subject noun phrases per terrain; "{snow}" takes a snow adjective or nothing.
 TERRAIN = {
@@ -93,6 +94,8 @@ def _pick(rng: np.random.Generator, phrasings: tuple[list[str], list[str]], spli
     train, heldout = phrasings
     if split == "train":
         pool = train
+    elif split == "eval":
+        pool = heldout
     elif split == "heldout":
         pool = heldout if rng.random() < 0.7 else train + heldout
     else:
@@ -100,20 +103,26 @@ def _pick(rng: np.random.Generator, phrasings: tuple[list[str], list[str]], spli
     return pool[rng.integers(len(pool))]
 
 
-def caption_scene(attributes: dict[str, str], rng: np.random.Generator, split: str = "train") -> tuple[str, list[str]]:
-    """One caption for ``attributes``; returns it with the names of the attributes it states."""
+def caption_scene(attributes: dict[str, str], rng: np.random.Generator, split: str = "train",
+                  names: list[str] | None = None) -> tuple[str, list[str]]:
+    """One caption for ``attributes``; returns it with the names of the attributes it states.
+    ``names`` chooses which attributes to state (otherwise they are drawn at random)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     a = attributes
-    named = []
-    for name, p in MENTION_P.items():
-        absent = a[name] in ("none", "no")
-        if name == "boat" and a["water"] == "none":
-            continue  # "with no boats" on dry land says nothing
-        if rng.random() < (p * NEGATIVE_P if absent else p):
-            named.append(name)
-    if not named:
-        named.append("terrain")
+    forced = names is not None
+    if forced:
+        named = _check_names(a, names)
+    else:
+        named = []
+        for name, p in MENTION_P.items():
+            absent = a[name] in ("none", "no")
+            if name == "boat" and a["water"] == "none":
+                continue  # "with no boats" on dry land says nothing
+            if rng.random() < (p * NEGATIVE_P if absent else p):
+                named.append(name)
+        if not named:
+            named.append("terrain")
 
     snow_adj = ""
     if "snow" in named and a["snow"] == "yes" and "terrain" in named and rng.random() < 0.6:
@@ -127,12 +136,13 @@ def caption_scene(attributes: dict[str, str], rng: np.random.Generator, split: s
     if "celestial" in named:
         parts.append(_pick(rng, CELESTIAL[a["celestial"]], split))
     if "clouds" in named:
-        if a["clouds"] == "many" and a["cloud_color"] == "gray" and rng.random() < 0.3:
+        colour_ok = "cloud_color" in names if forced else True
+        if colour_ok and a["clouds"] == "many" and a["cloud_color"] == "gray" and rng.random() < 0.3:
             parts.append(_pick(rng, OVERCAST, split))
             named.append("cloud_color")
         else:
             colour = ""
-            if a["clouds"] != "none" and rng.random() < 0.65:
+            if a["clouds"] != "none" and (colour_ok if forced else rng.random() < 0.65):
                 colour = _pick(rng, CLOUD_COLOR[a["cloud_color"]], split)
                 named.append("cloud_color")
             parts.append(_pick(rng, CLOUDS[a["clouds"]], split).replace("{c}", colour))
@@ -155,3 +165,16 @@ def caption_scene(attributes: dict[str, str], rng: np.random.Generator, split: s
     caption = " ".join(caption.replace(" ,", ",").split()).strip(" ,")
     order = list(attributes)
     return caption, sorted(set(named), key=order.index)
+
+
+def _check_names(a: dict[str, str], names: list[str]) -> list[str]:
+    unknown = set(names) - set(MENTION_P) - {"cloud_color"}
+    if unknown:
+        raise ValueError(f"unknown attribute(s) to name: {', '.join(sorted(unknown))}")
+    if not names:
+        raise ValueError("name at least one attribute")
+    if "cloud_color" in names and ("clouds" not in names or a["clouds"] == "none"):
+        raise ValueError("a cloud colour is named only together with clouds that are there")
+    if "boat" in names and a["water"] == "none":
+        raise ValueError("a boat is named only where there is water")
+    return [n for n in names if n != "cloud_color"]

@@ -62,6 +62,11 @@ def validate_attributes(attributes: dict[str, str]) -> dict[str, str]:
     return a
 
 
+def observable(attributes: dict[str, str]) -> dict[str, str]:
+    """The attributes a picture can show: a cloud colour needs clouds."""
+    return {k: v for k, v in attributes.items() if not (k == "cloud_color" and attributes.get("clouds") == "none")}
+
+
 def sample_attributes(rng: np.random.Generator, fixed: dict[str, str] | None = None) -> dict[str, str]:
     """Draw a full attribute set respecting the schema's constraints; ``fixed`` pins some of them."""
     fixed = dict(fixed or {})
@@ -341,13 +346,15 @@ def render_dataset(n: int, size: int = 64, *, split: str = "train", captions_per
     from pixelchat.data.dataset import CaptionedImages, pil_to_uint8
 
     images = torch.empty((n, 3, size, size), dtype=torch.uint8)
-    captions, attributes = [], []
+    captions, attributes, mentioned = [], [], []
     seeds = range(first_seed, first_seed + n)
     for i, seed in enumerate(track(seeds, description=f"rendering {n} scenes", transient=True, disable=not progress)):
         sample = scene_sample(seed, size, split)
         images[i] = pil_to_uint8(sample.image)
-        more = [caption_scene(sample.attributes, np.random.default_rng([seed, 1 + k]), split)[0]
+        more = [caption_scene(sample.attributes, np.random.default_rng([seed, 1 + k]), split)
                 for k in range(1, captions_per_image)]
-        captions.append([sample.caption, *more])
+        captions.append([sample.caption, *(c for c, _ in more)])
+        mentioned.append([sample.mentioned, *(m for _, m in more)])
         attributes.append(sample.attributes)
-    return CaptionedImages(images, captions, attributes, source=f"scenes (split {split}, seeds {first_seed}-{first_seed + n - 1})")
+    return CaptionedImages(images, captions, attributes, extra={"mentioned": mentioned},
+                           source=f"scenes (split {split}, seeds {first_seed}-{first_seed + n - 1})")

@@ -17,12 +17,19 @@ class ModelConfig:
     ndf: int = 32  # discriminator channels at full resolution, likewise
     max_channels: int = 256
     conditional: bool = True  # dcgan only: False trains the unconditional baseline
+    # Attribute name → values: the discriminator also classifies real pictures' attributes and the
+    # generator is asked to show the ones its caption names (text GAN, data with known attributes).
+    attribute_heads: dict[str, list[str]] | None = None
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.size < 16 or self.size & (self.size - 1):
             raise ValueError(f"size must be a power of two >= 16, got {self.size}")
+        if self.attribute_heads is not None and any(len(v) < 2 for v in self.attribute_heads.values()):
+            raise ValueError("every attribute head needs at least two values")
+        if self.attribute_heads is not None and self.arch != "textgan":
+            raise ValueError("attribute heads belong to the text GAN's discriminator")
         if self.arch == "textgan" and not self.conditional:
             raise ValueError("the text GAN is always text-conditional; use arch='dcgan' for an unconditional model")
 

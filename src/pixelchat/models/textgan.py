@@ -101,6 +101,9 @@ class Discriminator(nn.Module):
             nn.Conv2d(c4 + cfg.text_dim, c4 // 2, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(c4 // 2, 1, 4, 1, 0),
         )
+        heads = cfg.attribute_heads or {}
+        self.head_sizes = [len(v) for v in heads.values()]
+        self.classify = nn.Linear(c4 * 16, sum(self.head_sizes)) if heads else None
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.from_rgb(image))  # (B, C4, 4, 4)
@@ -108,6 +111,12 @@ class Discriminator(nn.Module):
     def logits(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         t = (text * self.cfg.text_gain)[..., None, None].expand(-1, -1, 4, 4)  # (B, text_dim, 4, 4)
         return self.joint(torch.cat([features, t], dim=1)).flatten()  # (B,)
+
+    def attribute_logits(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Per attribute head, (B, values) logits from the image features alone."""
+        if self.classify is None:
+            raise ValueError("this discriminator has no attribute heads")
+        return list(self.classify(features.flatten(1)).split(self.head_sizes, dim=1))
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.logits(self.features(image), text)

@@ -20,3 +20,9 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.lerp_(p, 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):  # batch-norm statistics are copied, not averaged
         e.copy_(b)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Decay warmed up over the first steps, min(decay, (1 + step) / (10 + step)): the average forgets
+    the random initialisation quickly, which matters in runs of a few thousand steps."""
+    return min(decay, (1 + step) / (10 + step))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -15,13 +15,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pixelchat.data.dataset import CaptionedImages
+from pixelchat.data.scenes import SCHEMA, observable
 from pixelchat.models import ARCHS, ModelConfig, build_discriminator, build_generator
 from pixelchat.training import losses
 from pixelchat.training.augment import diff_augment, parse_policy
 from pixelchat.training.checkpoint import (
     load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors, save_checkpoint,
 )
-from pixelchat.training.ema import make_ema, update_ema
+from pixelchat.training.ema import ema_decay_at, make_ema, update_ema
 
 # Fixed prompts for the sample grids, so that snapshots are comparable across a run.
 SAMPLE_PROMPTS = [
@@ -52,9 +53,15 @@ class TrainConfig:
     ma_gp_p: float = 6.0
     ma_gp_every: int = 4  # lazy regularisation: every k steps, weighted by k (Karras et al. 2020)
     diffaug: str = "translation,cutout"
-    ema_decay: float = 0.999
+    ema_decay: float = 0.999  # reached after a warm-up (see ema_decay_at)
+    # Weight of the attribute heads' cross-entropy (real pictures' attributes for D, the caption's named
+    # attributes for G); used when the data has known attributes (scenes), 0 turns them off.
+    attribute_weight: float = 1.0
     bf16: bool = False
     channels_last: bool = True
+    clock: str = "wall"  # what the time budget counts: "wall" seconds or this process's "cpu" seconds
+    threads: int | None = None  # torch threads (None: torch's default)
+    snapshot_minutes: float | None = None  # keep a generator snapshot every so many minutes (of `clock`)
     checkpoint_every: int = 1000
     sample_every: int = 500
     log_every: int = 20
@@ -65,6 +72,10 @@ class TrainConfig:
     text_encoder: str = "all-MiniLM-L6-v2"
 
     def __post_init__(self):
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', got {self.clock!r}")
+        if self.attribute_weight < 0:
+            raise ValueError("attribute_weight must be >= 0")
         if self.loss not in ("hinge", "bce"):
             raise ValueError(f"loss must be 'hinge' or 'bce', got {self.loss!r}")
         parse_policy(self.diffaug)
@@ -90,7 +101,7 @@ def preset(arch: str) -> tuple[ModelConfig, TrainConfig]:
     if arch == "dcgan":
         return (ModelConfig(arch="dcgan", ngf=64, ndf=64, max_channels=512),
                 TrainConfig(steps=1, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, loss="bce", mismatch=False,
-                            ma_gp_weight=0.0, diffaug="", ema_decay=0.999))
+                            ma_gp_weight=0.0, diffaug="", ema_decay=0.999, attribute_weight=0.0))
     return ModelConfig(arch="textgan"), TrainConfig(steps=1)
 
 
@@ -101,6 +112,8 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     console = console or Console(stderr=True)
     out = Path(out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -118,12 +131,19 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     if data.size != model_cfg.size:
         raise ValueError(f"data is {data.size} px but the model is configured for {model_cfg.size} px")
 
+    # Attributes, where the data knows them: every picture's labels and each caption's named ones.
+    heads = None
+    if model_cfg.arch == "textgan" and cfg.attribute_weight > 0 and data.attributes and "mentioned" in data.extra:
+        if model_cfg.attribute_heads is None:
+            model_cfg = replace(model_cfg, attribute_heads={k: list(v) for k, v in SCHEMA.items()})
+        heads = attribute_targets(data, model_cfg.attribute_heads, caption_ids.shape[1])
+
     # Networks, optimisers, EMA.
     G, D = build_generator(model_cfg), build_discriminator(model_cfg)
     G_ema = make_ema(G)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before, cpu_before = 0, 0.0, 0.0
     if resume:
         ckpt = load_checkpoint(resume)
         if ckpt.config.get("model") != model_cfg.to_dict():
@@ -133,6 +153,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
         load_optimizer(opt_g, ckpt, "opt_g", ckpt.config["optimizers"]["opt_g"])
         load_optimizer(opt_d, ckpt, "opt_d", ckpt.config["optimizers"]["opt_d"])
         step, elapsed_before = ckpt.config["step"], ckpt.config.get("train_seconds", 0.0)
+        cpu_before = ckpt.config.get("cpu_seconds", 0.0)
         gen.manual_seed(cfg.seed + step)
         console.log(f"resumed from {resume} at step {step}")
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -147,9 +168,12 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
             "data": {"source": data.source, "images": len(data)}}
     (out / "training_options.json").write_text(json.dumps(meta, indent=2) + "\n")
 
+    def clock_info() -> dict:
+        return {"step": step, "train_seconds": round(elapsed_before + time.time() - t_start, 1),
+                "cpu_seconds": round(cpu_before + time.process_time() - cpu_start, 1)}
+
     def snapshot() -> Path:
-        train_seconds = elapsed_before + time.time() - t_start
-        info = {**meta, "step": step, "train_seconds": round(train_seconds, 1)}
+        info = {**meta, **clock_info()}
         # the full training state, for resuming
         tensors = {**module_tensors("G", G), **module_tensors("D", D), **module_tensors("G_ema", G_ema)}
         tg, groups_g = optimizer_tensors("opt_g", opt_g)
@@ -158,6 +182,10 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
                         {**info, "kind": "training", "optimizers": {"opt_g": groups_g, "opt_d": groups_d}})
         # the EMA generator alone, in fp16, for generation
         return save_checkpoint(out / "model", module_tensors("G_ema", G_ema, torch.float16), {**info, "kind": "generator"})
+
+    def keep_snapshot() -> Path:
+        return save_checkpoint(out / "snapshots" / f"model-{step:07d}", module_tensors("G_ema", G_ema, torch.float16),
+                               {**meta, **clock_info(), "kind": "generator"})
 
     def save_samples() -> None:
         with torch.no_grad():
@@ -168,6 +196,11 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     stats_file = open(out / "stats.jsonl", "a")
     budget_s = cfg.time_budget * 60 if cfg.time_budget else math.inf
     t_start = last_log = time.time()
+    cpu_start = time.process_time()
+    # the budget's clock: seconds spent in this run (a resumed run gets the full budget again)
+    spent = (lambda: time.process_time() - cpu_start) if cfg.clock == "cpu" else (lambda: time.time() - t_start)  # noqa: E731
+    snapshot_s = cfg.snapshot_minutes * 60 if cfg.snapshot_minutes else math.inf
+    next_snapshot = snapshot_s
     images_seen, last_images = 0, 0
     last_gp = 0.0  # the lazy penalty's latest value, for the log
     columns = [TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -175,11 +208,13 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     G.train(), D.train()
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("train", total=cfg.steps, completed=step, rate="")
-        while (cfg.steps is None or step < cfg.steps) and time.time() - t_start < budget_s:
+        while (cfg.steps is None or step < cfg.steps) and spent() < budget_s:
             # fetch a batch: random images, one of each image's captions
             idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
             which = (torch.rand(cfg.batch_size, generator=gen) * n_caps[idx]).long()
             text = table[caption_ids[idx, which]]  # (B, D)
+            if heads is not None:
+                labels, named = heads.labels[idx], heads.named[idx, which]  # (B, A) each
             real = (data.images[idx].float() / 127.5 - 1).contiguous(memory_format=fmt)  # (B, 3, H, W)
             z = torch.randn(cfg.batch_size, model_cfg.z_dim, generator=gen)
 
@@ -187,13 +222,18 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
             with autocast():
                 fake = G(z, text).detach()
                 real_aug, fake_aug = augment(real), augment(fake)
-                d_real = D(real_aug, text)
+                f_real = D.features(real_aug)
+                d_real = D.logits(f_real, text)
                 d_fake = D(fake_aug, text)
                 if cfg.loss == "hinge":
-                    d_mis = D.logits(D.features(real_aug), text.roll(1, 0)) if cfg.mismatch else None
+                    d_mis = D.logits(f_real, text.roll(1, 0)) if cfg.mismatch else None
                     loss_d = losses.d_hinge_loss(d_real.float(), d_fake.float(), None if d_mis is None else d_mis.float())
                 else:
                     loss_d = losses.d_bce_loss(d_real.float(), d_fake.float())
+                loss_attr_d = torch.zeros(())
+                if heads is not None:  # D learns to read attributes off real pictures
+                    loss_attr_d = losses.attribute_loss(D.attribute_logits(f_real), labels, labels >= 0)
+                    loss_d = loss_d + cfg.attribute_weight * loss_attr_d
             loss_gp = torch.zeros(())
             if cfg.ma_gp_weight > 0 and step % cfg.ma_gp_every == 0:
                 with autocast():
@@ -206,14 +246,19 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
 
             # generator step
             with autocast():
-                d_gen = D(augment(G(z, text)), text).float()
+                f_gen = D.features(augment(G(z, text)))
+                d_gen = D.logits(f_gen, text).float()
                 loss_g = losses.g_hinge_loss(d_gen) if cfg.loss == "hinge" else losses.g_bce_loss(d_gen)
+                loss_attr_g = torch.zeros(())
+                if heads is not None:  # G shows what its caption names
+                    loss_attr_g = losses.attribute_loss(D.attribute_logits(f_gen), labels, named)
+                    loss_g = loss_g + cfg.attribute_weight * loss_attr_g
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
 
             # update EMA
-            update_ema(G_ema, G, cfg.ema_decay)
+            update_ema(G_ema, G, ema_decay_at(step, cfg.ema_decay))
             step += 1
             images_seen += cfg.batch_size
 
@@ -222,10 +267,13 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
                 now = time.time()
                 rate = (images_seen - last_images) / max(now - last_log, 1e-9)
                 last_log, last_images = now, images_seen
-                row = {"step": step, "time": round(elapsed_before + now - t_start, 2), "img_per_s": round(rate, 1),
+                row = {"step": step, "time": round(elapsed_before + now - t_start, 2),
+                       "cpu_time": round(cpu_before + time.process_time() - cpu_start, 2), "img_per_s": round(rate, 1),
                        "loss_d": round(loss_d.item(), 4), "loss_gp": round(last_gp, 4),
                        "loss_g": round(loss_g.item(), 4), "d_real": round(d_real.float().mean().item(), 3),
                        "d_fake": round(d_fake.float().mean().item(), 3)}
+                if heads is not None:
+                    row |= {"attr_d": round(loss_attr_d.item(), 4), "attr_g": round(loss_attr_g.item(), 4)}
                 stats_file.write(json.dumps(row) + "\n")
                 stats_file.flush()
                 bar.update(task, completed=step, rate=f"{rate:.0f} img/s")
@@ -237,11 +285,37 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
                 save_samples()
             if step % cfg.checkpoint_every == 0:
                 snapshot()
+            if spent() >= next_snapshot:
+                keep_snapshot()
+                next_snapshot += snapshot_s
     stats_file.close()
     save_samples()
+    if cfg.snapshot_minutes:
+        keep_snapshot()
     final = snapshot()
     console.log(f"trained {step} steps in {time.time() - t_start:.0f} s; generator at {final}")
     return final
+
+
+@dataclass
+class AttributeTargets:
+    labels: torch.Tensor  # (N, A) value index per picture, -1 where the picture cannot show it
+    named: torch.Tensor  # (N, max captions, A) whether each caption names the attribute
+
+
+def attribute_targets(data: CaptionedImages, heads: dict[str, list[str]], max_captions: int) -> AttributeTargets:
+    names = list(heads)
+    labels = torch.full((len(data), len(names)), -1, dtype=torch.long)
+    named = torch.zeros((len(data), max_captions, len(names)), dtype=torch.bool)
+    for i, (attrs, mentions) in enumerate(zip(data.attributes, data.extra["mentioned"])):
+        for name, value in observable(attrs).items():
+            if name in heads:
+                labels[i, names.index(name)] = heads[name].index(value)
+        for j, mentioned in enumerate(mentions):
+            for name in mentioned:
+                if name in heads:
+                    named[i, j, names.index(name)] = True
+    return AttributeTargets(labels, named & (labels >= 0)[:, None, :])
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:

@@ -39,3 +39,14 @@ def matching_aware_gp(D, images: torch.Tensor, text: torch.Tensor, *, weight: fl
     gx, ge = torch.autograd.grad(out.sum(), (images, text), create_graph=True)
     norm = torch.sqrt(gx.float().pow(2).flatten(1).sum(1) + ge.float().pow(2).sum(1) + 1e-12)
     return weight * norm.pow(p).mean()
+
+
+def attribute_loss(logits: list[torch.Tensor], labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of per-attribute logits against value indices, averaged over the (picture,
+    attribute) pairs ``mask`` selects; zero when it selects none."""
+    total, count = logits[0].new_zeros(()), mask.sum()
+    for k, out in enumerate(logits):
+        m = mask[:, k]
+        if m.any():
+            total = total + F.cross_entropy(out[m].float(), labels[m, k], reduction="sum")
+    return total / count.clamp(min=1)
