@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_generate.py && ../$(BIN)/python bench_train.py
+	$(BIN)/pixelchat evaluate --prompts benchmarks/prompts/scenes-eval.jsonl --n-per-prompt 8
 
 clean:
 	rm -rf out .pytest_cache

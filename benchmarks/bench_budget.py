@@ -6,7 +6,8 @@
 Each run trains for ``--minutes`` of its own process CPU time on one thread, so two runs sharing
 the machine get equal compute (on an idle core that is also wall-clock minutes). A generator
 snapshot is kept every ``--snapshot-minutes``; `eval` scores them all with `pixelchat evaluate`'s
-function on benchmarks/prompts/scenes-eval.jsonl and writes results.json and curves.png.
+function on benchmarks/prompts/scenes-eval.jsonl and writes benchmarks/budget-curves.png (and its
+figures, budget-curves.json).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def evaluate_runs(args) -> None:
                             "near_duplicates": f["diversity"]["near_duplicates"]}
             print(json.dumps({key: results[key]}), flush=True)
             results_file.write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, Path(args.out) / "curves.png")
+    plot(results, Path(args.plot))
+    (Path(args.plot).with_suffix(".json")).write_text(json.dumps(results, indent=1) + "\n")
     print(f"\n{machine()}; evaluation on {args.prompts} × {args.n_per_prompt} images\n")
     print("| run | CPU min | steps | adherence | exact match | floor | FD | KID | precision | recall |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -117,6 +119,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=50.0)
     parser.add_argument("--snapshot-minutes", type=float, default=5.0)
     parser.add_argument("--prompts", default=str(SUITE))
+    parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "budget-curves.png"),
+                        help="eval: where the curves go (their figures beside it, .json)")
     parser.add_argument("--n-per-prompt", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="eval: torch threads")

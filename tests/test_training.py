@@ -158,3 +158,55 @@ def test_ema_decay_warms_up():
     assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
     assert ema_decay_at(90, 0.999) == pytest.approx(0.91)
     assert ema_decay_at(100_000, 0.999) == 0.999
+
+
+def test_caption_embeddings_are_cached_in_the_run_folder(tiny_run, tmp_path):
+    from rich.console import Console
+
+    from pixelchat.text.encoder import load_text_encoder
+    from pixelchat.training.loop import embed_captions
+
+    assert (tiny_run / "text-embeddings.safetensors").exists()
+    encoder = load_text_encoder("all-MiniLM-L6-v2")
+    captions = ["a lake at night", "snowy hills"]
+    first = embed_captions(encoder, captions, tmp_path / "cache", Console(stderr=True))
+
+    class Refuses:
+        name, dim, weights_sha256 = encoder.name, encoder.dim, encoder.weights_sha256
+
+        def encode(self, texts):
+            raise AssertionError("the cache should have answered")
+
+    assert torch.equal(embed_captions(Refuses(), captions, tmp_path / "cache", Console(stderr=True)), first)
+    # other captions are embedded afresh
+    again = embed_captions(encoder, captions[:1], tmp_path / "cache", Console(stderr=True))
+    assert again.shape == (1, encoder.dim)
+
+
+def test_separate_attribute_classifier_trains_resumes_and_is_not_shipped(tmp_path):
+    out = tmp_path / "cls"
+    options = {**TINY_TRAIN, "scenes": 12, "captions_per_image": 2}
+    model = {**TINY_MODEL, "attribute_net": "classifier", "attribute_width": 4}
+    train("scenes", size=32, out=out, steps=2, model_options=model, train_options=options)
+    full = load_checkpoint(out / "checkpoint.safetensors")
+    assert any(k.startswith("C.") for k in full.tensors) and "opt_c" in full.config["optimizers"]
+    assert not any(k.startswith("D.classify") for k in full.tensors)
+    final = train("scenes", size=32, out=out, steps=3, resume=out, model_options=model, train_options=options)
+    assert load_checkpoint(final).config["step"] == 3
+    assert all(k.startswith("G_ema.") for k in load_checkpoint(final).tensors)
+    with pytest.raises(ValueError, match="attribute_net"):
+        train("scenes", size=32, out=tmp_path / "bad", steps=1, model_options={**TINY_MODEL, "attribute_net": "judge"},
+              train_options=options)
+
+
+def test_resume_accepts_a_checkpoint_from_before_new_config_fields(tiny_run, tmp_path, scenes_folder):
+    import shutil
+
+    run = tmp_path / "older"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "checkpoint.json").read_text())
+    for field in ("attribute_net", "attribute_width"):  # fields added later, with defaults
+        config["model"].pop(field)
+    (run / "checkpoint.json").write_text(json.dumps(config))
+    train(str(scenes_folder), size=32, out=run, steps=4, resume=run, model_options=TINY_MODEL, train_options=TINY_TRAIN)
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 4

@@ -92,12 +92,13 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
     snapshot_minutes: Optional[float] = typer.Option(None, "--snapshot-minutes", help="Keep a generator snapshot every so many minutes."),
     attribute_weight: Optional[float] = typer.Option(None, "--attribute-weight", help="textgan on scenes: weight of the attribute heads (0 = off)."),
+    attribute_net: Optional[str] = typer.Option(None, "--attribute-net", help="textgan: attribute heads on the 'discriminator' or a separate 'classifier'."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the options, read the data, train nothing."),
 ):
     """Train a generator; the checkpoint it writes works as --model everywhere."""
     from pixelchat.train import train as train_fn
 
-    model_options = {k: v for k, v in {"ngf": ngf, "ndf": ndf}.items() if v is not None}
+    model_options = {k: v for k, v in {"ngf": ngf, "ndf": ndf, "attribute_net": attribute_net}.items() if v is not None}
     if unconditional:
         model_options["conditional"] = False
     train_options = {k: v for k, v in {

@@ -100,7 +100,7 @@ def write_prompts(prompts: list[EvalPrompt], path: str | Path) -> Path:
     return path
 
 
-def scenes_suite(per_count: int = 54, max_named: int = 6, seed: int = 2026) -> list[EvalPrompt]:
+def scenes_suite(per_count: int = 54, max_named: int = 6, seed: int = 2026, split: str = "eval") -> list[EvalPrompt]:
     """``per_count`` prompts naming each number 1 … ``max_named`` of attributes, phrased only with the
     held-out phrasings; the first prompts of each count go through every (attribute, value) in turn."""
     rng = np.random.default_rng(seed)
@@ -124,7 +124,7 @@ def scenes_suite(per_count: int = 54, max_named: int = 6, seed: int = 2026) -> l
                 if "clouds" in names and attrs["clouds"] != "none" and "cloud_color" not in names:
                     pool.append("cloud_color")
                 names.append(pool[int(rng.integers(len(pool)))])
-            caption, named = caption_scene(attrs, rng, "eval", names)
+            caption, named = caption_scene(attrs, rng, split, names)
             assert set(named) == set(names), (named, names)
             prompts.append(EvalPrompt(caption, {n: attrs[n] for n in named}))
     return prompts

@@ -18,4 +18,11 @@ def build_discriminator(cfg: ModelConfig) -> nn.Module:
     return _MODULES[cfg.arch].Discriminator(cfg)
 
 
-__all__ = ["ARCHS", "ModelConfig", "build_discriminator", "build_generator"]
+def build_attribute_classifier(cfg: ModelConfig) -> nn.Module | None:
+    """The separate attribute classifier, where the config asks for one (text GAN only)."""
+    if cfg.arch == "textgan" and cfg.attribute_heads and cfg.attribute_net == "classifier":
+        return textgan.AttributeClassifier(cfg)
+    return None
+
+
+__all__ = ["ARCHS", "ModelConfig", "build_attribute_classifier", "build_discriminator", "build_generator"]

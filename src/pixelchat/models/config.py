@@ -20,6 +20,10 @@ class ModelConfig:
     # Attribute name → values: the discriminator also classifies real pictures' attributes and the
     # generator is asked to show the ones its caption names (text GAN, data with known attributes).
     attribute_heads: dict[str, list[str]] | None = None
+    # Where the attribute heads sit: on the discriminator's features ("discriminator") or on a
+    # separate attribute classifier trained on real pictures only ("classifier", width below).
+    attribute_net: str = "discriminator"
+    attribute_width: int = 16
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -28,6 +32,8 @@ class ModelConfig:
             raise ValueError(f"size must be a power of two >= 16, got {self.size}")
         if self.attribute_heads is not None and any(len(v) < 2 for v in self.attribute_heads.values()):
             raise ValueError("every attribute head needs at least two values")
+        if self.attribute_net not in ("discriminator", "classifier"):
+            raise ValueError(f"attribute_net must be 'discriminator' or 'classifier', got {self.attribute_net!r}")
         if self.attribute_heads is not None and self.arch != "textgan":
             raise ValueError("attribute heads belong to the text GAN's discriminator")
         if self.arch == "textgan" and not self.conditional:

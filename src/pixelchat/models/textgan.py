@@ -101,8 +101,8 @@ class Discriminator(nn.Module):
             nn.Conv2d(c4 + cfg.text_dim, c4 // 2, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(c4 // 2, 1, 4, 1, 0),
         )
-        heads = cfg.attribute_heads or {}
-        self.head_sizes = [len(v) for v in heads.values()]
+        heads = cfg.attribute_heads if cfg.attribute_net == "discriminator" else None
+        self.head_sizes = [len(v) for v in (heads or {}).values()]
         self.classify = nn.Linear(c4 * 16, sum(self.head_sizes)) if heads else None
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
@@ -120,3 +120,27 @@ class Discriminator(nn.Module):
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.logits(self.features(image), text)
+
+
+class AttributeClassifier(nn.Module):
+    """A separate attribute reader for training: trained on real pictures only, it tells the
+    generator which named attributes its pictures fail to show (cfg.attribute_net = "classifier")."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if not cfg.attribute_heads:
+            raise ValueError("an attribute classifier needs attribute heads")
+        w = cfg.attribute_width
+        layers: list[nn.Module] = [nn.Conv2d(3, w, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True)]
+        c, res = w, cfg.size
+        while res > 4:
+            cout = min(c * 2, 8 * w)
+            layers += [nn.Conv2d(c, cout, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+                       nn.Conv2d(cout, cout, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True)]
+            c, res = cout, res // 2
+        self.body = nn.Sequential(*layers)
+        self.head_sizes = [len(v) for v in cfg.attribute_heads.values()]
+        self.classify = nn.Linear(c * 16, sum(self.head_sizes))
+
+    def attribute_logits(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.classify(self.body(image).flatten(1)).split(self.head_sizes, dim=1))

@@ -3,6 +3,7 @@ a step or time budget, checkpoints (safetensors + JSON), resume, sample grids an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -16,11 +17,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pixelchat.data.dataset import CaptionedImages
 from pixelchat.data.scenes import SCHEMA, observable
-from pixelchat.models import ARCHS, ModelConfig, build_discriminator, build_generator
+from pixelchat.models import ARCHS, ModelConfig, build_attribute_classifier, build_discriminator, build_generator
 from pixelchat.training import losses
 from pixelchat.training.augment import diff_augment, parse_policy
 from pixelchat.training.checkpoint import (
-    load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors, save_checkpoint,
+    CheckpointError, checkpoint_files, load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors,
+    save_checkpoint,
 )
 from pixelchat.training.ema import ema_decay_at, make_ema, update_ema
 
@@ -120,8 +122,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     # Text: every caption embedded once, up front (the encoder is frozen).
     flat = [c for caps in data.captions for c in caps]
     unique = sorted(set(flat) | set(SAMPLE_PROMPTS), key=len)
-    with console.status(f"embedding {len(unique)} captions with {encoder.name}"):
-        table = encoder.encode(unique).pooled  # (U, D)
+    table = embed_captions(encoder, unique, out / "text-embeddings", console)  # (U, D)
     index = {c: i for i, c in enumerate(unique)}
     caption_ids = [torch.tensor([index[c] for c in caps]) for caps in data.captions]
     n_caps = torch.tensor([len(c) for c in caption_ids])
@@ -141,23 +142,28 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     # Networks, optimisers, EMA.
     G, D = build_generator(model_cfg), build_discriminator(model_cfg)
     G_ema = make_ema(G)
+    C = build_attribute_classifier(model_cfg) if heads is not None else None  # None: heads on D, or none
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    opt_c = torch.optim.Adam(C.parameters(), lr=cfg.lr_d, betas=(0.9, 0.999)) if C is not None else None
+    modules = {"G": G, "D": D, "G_ema": G_ema, **({"C": C} if C is not None else {})}
+    optimizers = {"opt_g": opt_g, "opt_d": opt_d, **({"opt_c": opt_c} if C is not None else {})}
     step, elapsed_before, cpu_before = 0, 0.0, 0.0
     if resume:
         ckpt = load_checkpoint(resume)
-        if ckpt.config.get("model") != model_cfg.to_dict():
+        if ModelConfig.from_dict(ckpt.config.get("model") or {}).to_dict() != model_cfg.to_dict():  # new fields: defaults
             raise ValueError(f"cannot resume from {resume}: it was trained with a different model config")
-        for name, module in (("G", G), ("D", D), ("G_ema", G_ema)):
+        for name, module in modules.items():
             load_module(module, ckpt, name)
-        load_optimizer(opt_g, ckpt, "opt_g", ckpt.config["optimizers"]["opt_g"])
-        load_optimizer(opt_d, ckpt, "opt_d", ckpt.config["optimizers"]["opt_d"])
+        for name, opt in optimizers.items():
+            load_optimizer(opt, ckpt, name, ckpt.config["optimizers"][name])
         step, elapsed_before = ckpt.config["step"], ckpt.config.get("train_seconds", 0.0)
         cpu_before = ckpt.config.get("cpu_seconds", 0.0)
         gen.manual_seed(cfg.seed + step)
         console.log(f"resumed from {resume} at step {step}")
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    G, D, G_ema = G.to(memory_format=fmt), D.to(memory_format=fmt), G_ema.to(memory_format=fmt)
+    for module in modules.values():
+        module.to(memory_format=fmt)
     augment = diff_augment(cfg.diffaug)
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
     text_fixed = table[[index[p] for p in SAMPLE_PROMPTS]].repeat_interleave(4, 0)  # (32, D)
@@ -175,11 +181,12 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     def snapshot() -> Path:
         info = {**meta, **clock_info()}
         # the full training state, for resuming
-        tensors = {**module_tensors("G", G), **module_tensors("D", D), **module_tensors("G_ema", G_ema)}
-        tg, groups_g = optimizer_tensors("opt_g", opt_g)
-        td, groups_d = optimizer_tensors("opt_d", opt_d)
-        save_checkpoint(out / "checkpoint", {**tensors, **tg, **td},
-                        {**info, "kind": "training", "optimizers": {"opt_g": groups_g, "opt_d": groups_d}})
+        tensors = {k: v for name, module in modules.items() for k, v in module_tensors(name, module).items()}
+        groups = {}
+        for name, opt in optimizers.items():
+            t, groups[name] = optimizer_tensors(name, opt)
+            tensors |= t
+        save_checkpoint(out / "checkpoint", tensors, {**info, "kind": "training", "optimizers": groups})
         # the EMA generator alone, in fp16, for generation
         return save_checkpoint(out / "model", module_tensors("G_ema", G_ema, torch.float16), {**info, "kind": "generator"})
 
@@ -231,7 +238,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
                 else:
                     loss_d = losses.d_bce_loss(d_real.float(), d_fake.float())
                 loss_attr_d = torch.zeros(())
-                if heads is not None:  # D learns to read attributes off real pictures
+                if heads is not None and C is None:  # D learns to read attributes off real pictures
                     loss_attr_d = losses.attribute_loss(D.attribute_logits(f_real), labels, labels >= 0)
                     loss_d = loss_d + cfg.attribute_weight * loss_attr_d
             loss_gp = torch.zeros(())
@@ -243,15 +250,23 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
             opt_d.zero_grad(set_to_none=True)
             (loss_d + loss_gp).backward()
             opt_d.step()
+            if C is not None:  # the separate classifier learns from real pictures only
+                with autocast():
+                    loss_attr_d = losses.attribute_loss(C.attribute_logits(real_aug), labels, labels >= 0)
+                opt_c.zero_grad(set_to_none=True)
+                loss_attr_d.backward()
+                opt_c.step()
 
             # generator step
             with autocast():
-                f_gen = D.features(augment(G(z, text)))
+                gen_aug = augment(G(z, text))
+                f_gen = D.features(gen_aug)
                 d_gen = D.logits(f_gen, text).float()
                 loss_g = losses.g_hinge_loss(d_gen) if cfg.loss == "hinge" else losses.g_bce_loss(d_gen)
                 loss_attr_g = torch.zeros(())
                 if heads is not None:  # G shows what its caption names
-                    loss_attr_g = losses.attribute_loss(D.attribute_logits(f_gen), labels, named)
+                    read = C.attribute_logits(gen_aug) if C is not None else D.attribute_logits(f_gen)
+                    loss_attr_g = losses.attribute_loss(read, labels, named)
                     loss_g = loss_g + cfg.attribute_weight * loss_attr_g
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -295,6 +310,24 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     final = snapshot()
     console.log(f"trained {step} steps in {time.time() - t_start:.0f} s; generator at {final}")
     return final
+
+
+def embed_captions(encoder, captions: list[str], cache: Path, console: Console) -> torch.Tensor:
+    """Pooled embeddings of ``captions``, kept in the run folder (``cache``.safetensors + .json) so that a
+    resumed run does not embed them again; reused only for the same encoder weights and captions."""
+    key = {"encoder": encoder.name, "encoder_sha256": encoder.weights_sha256,
+           "captions_sha256": hashlib.sha256("\n".join(captions).encode()).hexdigest(), "count": len(captions)}
+    if checkpoint_files(cache)[0].exists():
+        try:
+            ckpt = load_checkpoint(cache)
+            if ckpt.config.get("key") == key:
+                return ckpt.tensors["pooled"].float()
+        except CheckpointError as e:
+            console.log(f"ignoring the caption cache: {e}")
+    with console.status(f"embedding {len(captions)} captions with {encoder.name}"):
+        table = encoder.encode(captions).pooled
+    save_checkpoint(cache, {"pooled": table.contiguous()}, {"kind": "text-embeddings", "key": key})
+    return table
 
 
 @dataclass
