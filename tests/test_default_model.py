@@ -37,3 +37,16 @@ def test_demo_writes_images_and_a_contact_sheet(tmp_path, capsys):
     assert (tmp_path / "demo.png").is_file()
     assert len(list(tmp_path.glob("*.png"))) == 2 * 8 + 1
     assert "a-pink-cloud-at-sunset" in printed
+
+
+def test_shipped_model_follows_prompts_by_the_judge():
+    """A slice of the standard suite (held-out phrasings): the shipped model must stay clearly above
+    the shuffled-prompt floor and follow the time of day (the full figures are in its card)."""
+    from pathlib import Path
+
+    from pixelchat.evaluation import evaluate, read_prompts
+
+    suite = Path(__file__).resolve().parent.parent / "benchmarks" / "prompts" / "scenes-eval.jsonl"
+    figures = evaluate(read_prompts(suite)[::6], per_prompt=6, progress=False).figures
+    assert figures["adherence"] >= figures["shuffled_floor"]["adherence"] + 0.05
+    assert figures["per_attribute"]["time"] >= 0.7
