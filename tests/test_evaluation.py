@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pixelchat.cli import app
 from pixelchat.data.captions import PHRASINGS, caption_scene
 from pixelchat.data.scenes import SCHEMA, render_scene, sample_attributes
-from pixelchat.evaluation import evaluate, load_judge, predict, read_prompts, scenes_suite, write_report
+from pixelchat.evaluation import evaluate, load_judge, predict, read_prompts, scenes_suite
 from pixelchat.evaluation.judge import DEFAULT_JUDGE, image_to_tensor
 from pixelchat.evaluation.prompts import PromptFileError, write_prompts
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from pixelchat.models import ModelConfig
-from pixelchat.training.loop import TrainConfig, preset, training_loop
+from pixelchat.training.loop import preset, training_loop
 
 
 def train(data: str = "scenes", *, arch: str = "textgan", size: int = 64, out: str | Path = "runs/train",
