@@ -40,3 +40,28 @@ def tiny_judge(tmp_path_factory):
     out = tmp_path_factory.mktemp("judge") / "judge"
     return train_judge(out, n_train=200, n_test=40, minutes=0.03, batch_size=16, cfg=JudgeConfig(width=4),
                        progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_describer(tmp_path_factory):
+    """A describer trained for a few seconds: real code path, meaningless accuracy."""
+    from pixelchat.vision.describer import DescriberConfig, train_describer
+
+    out = tmp_path_factory.mktemp("describer") / "describer"
+    cfg = DescriberConfig(size=32, width=4, d_model=16, layers=1, heads=2, max_words=12)
+    return train_describer(out, n_train=120, n_test=20, minutes=0.02, batch_size=8, cfg=cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_inverter(tmp_path_factory, tiny_model):
+    from pixelchat.vision.inversion import train_inverter
+
+    out = tmp_path_factory.mktemp("inverter") / "inverter"
+    return train_inverter(tiny_model, out, minutes=0.05, batch_size=8, n_captions=8, n_test=8, width=4, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model, tiny_describer, tiny_inverter):
+    from pixelchat.engines import GANEngine
+
+    return GANEngine(tiny_model, describer=tiny_describer, inverter=tiny_inverter)

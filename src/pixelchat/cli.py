@@ -69,6 +69,82 @@ def generate(
 
 
 @app.command()
+def describe(
+    image: Path = typer.Argument(..., help="A picture (PNG, JPEG, WebP; any size)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="The model whose prompt wording to use; default: the shipped one."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Say what a picture shows: a caption, the attributes with confidences, and a prompt to redraw it."""
+    from pixelchat.describe import describe as describe_fn
+
+    with user_errors():
+        d = describe_fn(image, model=model)
+    if as_json:
+        typer.echo(json.dumps({"image": str(image), **d.to_dict()}))
+        return
+    typer.echo(d.caption)
+    typer.echo("attributes: " + ", ".join(f"{k}={v} ({d.confidence[k]:.2f})" for k, v in d.attributes.items()))
+    typer.echo(f"prompt: {d.prompt}")
+
+
+@app.command()
+def edit(
+    image: Path = typer.Argument(..., help="The picture to change (ours keep their latent; others are inverted)."),
+    instruction: str = typer.Argument(..., help="What to change ('make the clouds pink') or a new prompt."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Same size as IMAGE: white (or transparent) where it may change."),
+    strength: float = typer.Option(0.35, "--strength", help="How far the redraw may move from the picture (0-1)."),
+    n: int = typer.Option(1, "--n", help="How many results (1-64)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the candidates drawn around the picture."),
+    out: Path = typer.Option(Path("out"), "--out", help="Folder for the PNG files."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint; default: the shipped model."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Edit a picture by instruction; prints the revised prompt and writes the result."""
+    from pixelchat.edit import edit as edit_fn
+    from pixelchat.generate import save_generated
+
+    with user_errors():
+        writable_dir(out)
+        result = edit_fn(image, instruction, mask=mask, strength=strength, n=n, seed=seed, model=model)
+        paths = save_generated(result.images, out, stem=f"{image.stem}-edit")
+    if as_json:
+        typer.echo(json.dumps({"image": str(image), "instruction": instruction, "files": [str(p) for p in paths],
+                               **result.to_dict()}))
+        return
+    for note in result.revision.notes:
+        err.print(f"note: {note}", highlight=False)
+    typer.echo(f"revised prompt: {result.revised_prompt}")
+    for p in paths:
+        typer.echo(str(p))
+
+
+@app.command()
+def vary(
+    image: Path = typer.Argument(..., help="The picture to vary."),
+    n: int = typer.Option(4, "--n", help="How many variations (1-64)."),
+    strength: float = typer.Option(0.5, "--strength", help="How different from the picture (0-1]."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    out: Path = typer.Option(Path("out"), "--out", help="Folder for the PNG files."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint; default: the shipped model."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Variations of a picture that keep what it shows."""
+    from pixelchat.edit import vary as vary_fn
+    from pixelchat.generate import save_generated
+
+    with user_errors():
+        writable_dir(out)
+        results = vary_fn(image, n=n, strength=strength, seed=seed, model=model)
+        paths = save_generated(results, out, stem=f"{image.stem}-var")
+    if as_json:
+        typer.echo(json.dumps({"image": str(image), "prompt": results[0].prompt, "files": [str(p) for p in paths],
+                               "source": results[0].record["vary"]["source"]}))
+        return
+    for p in paths:
+        typer.echo(str(p))
+
+
+@app.command()
 def train(
     data: str = typer.Option("scenes", "--data", help="'scenes', 'digits', or a dataset folder (images + captions, MNIST, CIFAR)."),
     arch: str = typer.Option("textgan", "--arch", help="textgan | dcgan"),
@@ -187,6 +263,62 @@ def train_judge(
             raise ValueError("need minutes > 0, at least 100 images and width >= 4")
         writable_dir(out.parent)
         path = train_fn(out, n_train=images, minutes=minutes, cfg=JudgeConfig(width=width), seed=seed,
+                        progress=err.is_terminal, console=err)
+    typer.echo(str(path))
+
+
+@app.command("train-describer")
+def train_describer(
+    out: Path = typer.Option(Path("runs/describer/describer-scenes"), "--out", help="Checkpoint path (.safetensors + .json)."),
+    minutes: float = typer.Option(28.0, "--minutes", help="Training time budget (wall clock)."),
+    images: int = typer.Option(30000, "--images", help="Fresh renders to train on."),
+    width: int = typer.Option(24, "--width", help="Channels of the first encoder stage."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine schedule over the budget)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="A describer checkpoint to continue from."),
+    caption_order: str = typer.Option("fixed", "--caption-order", help="fixed | shuffled: the order captions name things in."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Train the describer (captioner + attribute heads) on fresh scenes renders; reports held-out accuracy."""
+    import torch
+
+    from pixelchat.vision.describer import CAPTION_ORDERS, DescriberConfig, train_describer as train_fn
+
+    with user_errors():
+        if minutes <= 0 or images < 100 or width < 4 or lr <= 0:
+            raise ValueError("need minutes > 0, at least 100 images, width >= 4 and lr > 0")
+        if caption_order not in CAPTION_ORDERS:
+            raise ValueError(f"--caption-order must be one of {', '.join(CAPTION_ORDERS)}")
+        if threads:
+            torch.set_num_threads(threads)
+        writable_dir(out.parent)
+        path = train_fn(out, n_train=images, minutes=minutes, cfg=DescriberConfig(width=width), seed=seed, lr=lr,
+                        init=init, caption_order=caption_order, progress=err.is_terminal, console=err)
+    typer.echo(str(path))
+
+
+@app.command("train-inverter")
+def train_inverter(
+    model: Optional[Path] = typer.Option(None, "--model", help="The generator to invert; default: the shipped model."),
+    out: Path = typer.Option(Path("runs/inverter/inverter-scenes64"), "--out", help="Checkpoint path (.safetensors + .json)."),
+    minutes: float = typer.Option(20.0, "--minutes", help="Training time budget (wall clock)."),
+    prompts: int = typer.Option(3000, "--prompts", help="Prompts to condition the generator on."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Train the inversion encoder for a generator on (z, text, G(z, text)) triples."""
+    import torch
+
+    from pixelchat.engines import resolve_model
+    from pixelchat.vision.inversion import train_inverter as train_fn
+
+    with user_errors():
+        if minutes <= 0 or prompts < 2:
+            raise ValueError("need minutes > 0 and at least 2 prompts")
+        if threads:
+            torch.set_num_threads(threads)
+        writable_dir(out.parent)
+        path = train_fn(resolve_model(model), out, minutes=minutes, n_captions=prompts, seed=seed,
                         progress=err.is_terminal, console=err)
     typer.echo(str(path))
 

@@ -46,6 +46,8 @@ def read_record(path_or_image: str | os.PathLike | Image.Image) -> dict | None:
     image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
     text = getattr(image, "text", None) or image.info
     raw = text.get(RECORD_KEY)
+    if isinstance(raw, dict):  # set in memory by pixelchat.generate
+        return raw
     if raw is None:
         return None
     try:
@@ -63,9 +65,10 @@ class ImageFileError(ValueError):
     """An image file that cannot be used: missing, too large, or not an image we can read."""
 
 
-def load_image(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open any reasonable picture (PNG, JPEG, WebP, …) as RGB: EXIF rotation applied, transparency
-    composited on white, greyscale expanded. Oversized or unreadable files raise ImageFileError."""
+def open_image_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES,
+                    max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open and decode a picture file as it is (mode kept), EXIF rotation applied; oversized or
+    unreadable files raise ImageFileError."""
     from PIL import ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -79,14 +82,55 @@ def load_image(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES, max_
             if im.width * im.height > max_pixels:
                 raise ImageFileError(f"{path} is {im.width}×{im.height} pixels; the limit is {max_pixels:,} pixels")
             im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-                canvas.paste(rgba, mask=rgba.getchannel("A"))
-                return canvas
-            return im.convert("RGB")
+            out = ImageOps.exif_transpose(im)
+            out.info.update({k: v for k, v in im.info.items() if k not in out.info})
+            return out
     except ImageFileError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise ImageFileError(f"{path} is not a readable image ({type(e).__name__}: {e})") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB, with transparency composited on white and greyscale expanded; text chunks kept."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        out = Image.new("RGB", rgba.size, (255, 255, 255))
+        out.paste(rgba, mask=rgba.getchannel("A"))
+    else:
+        out = im.convert("RGB")
+    out.info.update(im.info)
+    return out
+
+
+def load_image(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open any reasonable picture (PNG, JPEG, WebP, …) as RGB: EXIF rotation applied, transparency
+    composited on white, greyscale expanded; our generation record stays in ``info``. Oversized or
+    unreadable files raise ImageFileError."""
+    return to_rgb(open_image_file(path, max_bytes=max_bytes, max_pixels=max_pixels))
+
+
+MASK_MODES = ("1", "L", "LA", "RGBA", "P", "I", "I;16")
+
+
+def mask_array(mask: Image.Image, size: tuple[int, int]):
+    """A mask picture → float array (H, W) in [0, 1], 1 where the picture may change.
+
+    Greyscale masks: white changes, black stays. Masks with transparency (OpenAI's convention):
+    transparent changes, opaque stays. The mask must have the picture's size ``(width, height)``."""
+    import numpy as np
+
+    if mask.size != tuple(size):
+        raise ImageFileError(f"the mask is {mask.size[0]}×{mask.size[1]} but the image is {size[0]}×{size[1]}; "
+                             "they must be the same size")
+    if mask.mode == "P":
+        mask = mask.convert("RGBA") if "transparency" in mask.info else mask.convert("L")
+    if mask.mode not in MASK_MODES:
+        raise ImageFileError(f"a mask must be greyscale (white = change) or have transparency (transparent = change); "
+                             f"got a {mask.mode} image")
+    if mask.mode in ("LA", "RGBA"):
+        return 1.0 - np.asarray(mask.getchannel("A"), dtype=np.float32) / 255.0
+    if mask.mode in ("I", "I;16"):
+        a = np.asarray(mask, dtype=np.float32)
+        return a / max(float(a.max()), 1.0)
+    return np.asarray(mask.convert("L"), dtype=np.float32) / 255.0

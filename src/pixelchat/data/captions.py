@@ -178,3 +178,61 @@ def _check_names(a: dict[str, str], names: list[str]) -> list[str]:
     if "boat" in names and a["water"] == "none":
         raise ValueError("a boat is named only where there is water")
     return [n for n in names if n != "cloud_color"]
+
+
+def scene_prompt(attributes: dict[str, str], free_text: list[str] | tuple[str, ...] = ()) -> str:
+    """One canonical prompt naming every attribute in ``attributes`` (a full or partial set), in the
+    first training phrasing of each: the prompt a description hands back to regenerate a picture."""
+    a = dict(attributes)
+    first = lambda table, value: table[value][0][0]  # noqa: E731
+    snowy = a.get("snow") == "yes" and "terrain" in a
+    if "terrain" in a:
+        subject = first(TERRAIN, a["terrain"]).replace("{snow}", SNOW_ADJ[0][0] if snowy else "")
+    else:
+        subject = GENERIC_SUBJECT[0][0]
+    parts = []
+    if "time" in a:
+        parts.append(first(TIME, a["time"]))
+    if "snow" in a and not snowy:
+        parts.append(first(SNOW, a["snow"]))
+    if "celestial" in a:
+        parts.append(first(CELESTIAL, a["celestial"]))
+    if "clouds" in a:
+        colour = first(CLOUD_COLOR, a["cloud_color"]) if a["clouds"] != "none" and "cloud_color" in a else ""
+        parts.append(first(CLOUDS, a["clouds"]).replace("{c}", colour))
+    for name, table in (("water", WATER), ("trees", TREES), ("house", HOUSE), ("boat", BOAT)):
+        if name in a and not (name == "boat" and a.get("water") == "none"):
+            parts.append(first(table, a[name]))
+    parts += [t.strip() for t in free_text if t.strip()]
+    if len(parts) > 1:
+        return f"{subject} {', '.join(parts[:-1])} and {parts[-1]}"
+    return " ".join([subject, *parts])
+
+
+def ordered_caption(attributes: dict[str, str], rng: np.random.Generator, split: str = "train") -> str:
+    """A caption naming every attribute in ``attributes`` in one fixed order (subject, time, snow,
+    sun or moon, clouds, water, trees, house, boat), each in a phrasing drawn from ``split``: what a
+    captioner is taught to write, so that its greedy decoding names everything once."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    a = attributes
+    snow_adj = _pick(rng, SNOW_ADJ, split) if a.get("snow") == "yes" and "terrain" in a and rng.random() < 0.5 else ""
+    subject = _pick(rng, TERRAIN[a["terrain"]], split) if "terrain" in a else _pick(rng, GENERIC_SUBJECT, split)
+    subject = subject.replace("{snow}", snow_adj)
+    parts = []
+    if "time" in a:
+        parts.append(_pick(rng, TIME[a["time"]], split))
+    if "snow" in a and not snow_adj:
+        parts.append(_pick(rng, SNOW[a["snow"]], split))
+    if "celestial" in a:
+        parts.append(_pick(rng, CELESTIAL[a["celestial"]], split))
+    if "clouds" in a:
+        colour = _pick(rng, CLOUD_COLOR[a["cloud_color"]], split) if a["clouds"] != "none" and "cloud_color" in a else ""
+        parts.append(_pick(rng, CLOUDS[a["clouds"]], split).replace("{c}", colour))
+    for name, table in (("water", WATER), ("trees", TREES), ("house", HOUSE), ("boat", BOAT)):
+        if name in a and not (name == "boat" and a.get("water") == "none"):
+            parts.append(_pick(rng, table[a[name]], split))
+    lead = ["", "a picture of ", "a landscape of ", "a view of "][int(rng.integers(4))]
+    if len(parts) > 1:
+        return f"{lead}{subject} {', '.join(parts[:-1])} and {parts[-1]}"
+    return " ".join([lead + subject, *parts])

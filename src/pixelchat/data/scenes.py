@@ -358,3 +358,28 @@ def render_dataset(n: int, size: int = 64, *, split: str = "train", captions_per
         attributes.append(sample.attributes)
     return CaptionedImages(images, captions, attributes, extra={"mentioned": mentioned},
                            source=f"scenes (split {split}, seeds {first_seed}-{first_seed + n - 1})")
+
+
+def render_labelled(n: int, first_seed: int, size: int = 64, progress: bool = True):
+    """``n`` fresh renders (seeds ``first_seed`` …) as a (n, 3, size, size) uint8 tensor, and their
+    attribute indices (n, len(SCHEMA)) in SCHEMA order, -1 where a value cannot be seen."""
+    import torch
+    from rich.progress import track
+
+    from pixelchat.data.dataset import pil_to_uint8
+
+    names = list(SCHEMA)
+    images = torch.empty((n, 3, size, size), dtype=torch.uint8)
+    labels = torch.full((n, len(names)), -1, dtype=torch.long)
+    for i in track(range(n), description=f"rendering {n} scenes at {size} px", transient=True, disable=not progress):
+        seed = first_seed + i
+        attrs = sample_attributes(np.random.default_rng([seed, 0]))
+        images[i] = pil_to_uint8(render_scene(attrs, size, seed))
+        for name, value in observable(attrs).items():
+            labels[i, names.index(name)] = SCHEMA[name].index(value)
+    return images, labels
+
+
+def labels_to_attributes(row) -> dict[str, str]:
+    """One row of `render_labelled`'s labels → the observable attributes it encodes."""
+    return {name: SCHEMA[name][int(k)] for name, k in zip(SCHEMA, row) if int(k) >= 0}

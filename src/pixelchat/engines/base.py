@@ -7,9 +7,12 @@ never touch tensors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from pixelchat.vision.describer import Description
 
 MAX_PROMPT_CHARS = 1000
 MAX_IMAGES = 64
@@ -54,8 +57,9 @@ class Engine(Protocol):
 
     def generate(self, request: GenerateRequest) -> list[GeneratedImage]: ...
 
-    def edit(self, image: Image.Image, prompt: str, **options) -> list[GeneratedImage]: ...
+    def edit(self, image: Image.Image, prompt: str, **options) -> list[GeneratedImage]:
+        """Redraw ``image`` under ``prompt`` (the whole desired picture), keeping what it does not change."""
 
-    def describe(self, image: Image.Image) -> dict: ...
+    def describe(self, image: Image.Image) -> Description: ...
 
     def vary(self, image: Image.Image, **options) -> list[GeneratedImage]: ...

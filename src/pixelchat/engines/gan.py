@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import math
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,7 +50,7 @@ def decode_latent(text: str) -> torch.Tensor:
 class GANEngine:
     """Serves a generator checkpoint written by the training loop (``model.safetensors`` + JSON)."""
 
-    def __init__(self, path: str | Path, *, encoder=None):
+    def __init__(self, path: str | Path, *, encoder=None, describer=None, inverter: str | Path | None = None):
         ckpt = load_checkpoint(path)
         config = ckpt.config
         try:
@@ -70,6 +72,9 @@ class GANEngine:
                 f"but the loaded encoder {encoder.name!r} differs (sha256 {encoder.weights_sha256[:12]}); "
                 "install the same encoder weights or retrain")
         self.encoder = encoder
+        self._describer = describer  # a Describer, a checkpoint path, or None for the shipped one
+        self._inverter_path = inverter
+        self._inverter = None
         self.info = ModelInfo(id=config.get("name") or ckpt.path.stem, sha256=ckpt.sha256, engine="gan",
                               arch=self.model_cfg.arch, size=self.model_cfg.size, text_encoder=enc["name"],
                               path=str(ckpt.path))
@@ -104,9 +109,7 @@ class GANEngine:
     # 4. run the generator
     @torch.inference_mode()
     def decode(self, z: torch.Tensor, text: torch.Tensor) -> list[Image.Image]:
-        x = self.generator(z, text)  # (n, 3, H, W) in [-1, 1]
-        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-        return [Image.fromarray(a) for a in x]
+        return self.to_pil(self.generator(z, text))  # (n, 3, H, W) in [-1, 1] → pictures
 
     def generate(self, request: GenerateRequest) -> list[GeneratedImage]:
         self.check_inputs(request)
@@ -130,11 +133,215 @@ class GANEngine:
             "engine": self.info.engine, "pixelchat_version": __version__, "created": created,
         }
 
-    def edit(self, image: Image.Image, prompt: str, **options) -> list[GeneratedImage]:
-        raise UnsupportedOperation("editing images is not available yet")
+    # --- describe, edit, vary -------------------------------------------------------------
 
-    def describe(self, image: Image.Image) -> dict:
-        raise UnsupportedOperation("describing images is not available yet")
+    @property
+    def describer(self):
+        """The captioner behind `describe` and the re-ranking of edits (loaded on first use)."""
+        if self._describer is None or isinstance(self._describer, (str, Path)):
+            from pixelchat.vision.describer import load_describer
 
-    def vary(self, image: Image.Image, **options) -> list[GeneratedImage]:
-        raise UnsupportedOperation("variations of an image are not available yet")
+            with torch.inference_mode(False):  # its weights must also serve latent refinement
+                self._describer = load_describer(self._describer)
+        return self._describer
+
+    @property
+    def inverter(self):
+        """The inversion encoder trained for this generator, or None (optimisation from random starts)."""
+        if self._inverter is None:
+            from pixelchat.vision.inversion import DEFAULT_INVERTER, load_inverter
+
+            path = self._inverter_path or DEFAULT_INVERTER
+            self._inverter = False
+            if Path(path).with_suffix(".safetensors").exists():
+                with torch.inference_mode(False):
+                    inv = load_inverter(path)
+                if inv.cfg.generator_sha256 == self.info.sha256:
+                    self._inverter = inv
+                elif self._inverter_path:
+                    raise CheckpointError(f"inverter {path} was trained for another generator "
+                                          f"(sha256 {inv.cfg.generator_sha256[:12]}), not {self.info.id}")
+        return self._inverter or None
+
+    def image_tensor(self, image: Image.Image) -> torch.Tensor:
+        """A picture → (1, 3, size, size) in [-1, 1]: centre-cropped and resized to the model's size."""
+        from pixelchat.data.dataset import pil_to_uint8, to_square_rgb
+
+        return pil_to_uint8(to_square_rgb(image, self.model_cfg.size))[None].float() / 127.5 - 1
+
+    def describe(self, image: Image.Image):
+        """What the picture shows: caption, attributes with confidences, and a prompt to redraw it."""
+        from pixelchat.vision.describer import describe_images, image_to_tensor
+
+        return describe_images(self.describer, image_to_tensor(image))[0]
+
+    def source(self, image: Image.Image, source_prompt: str | None = None) -> Source:
+        """The latent and prompt a picture comes from: its own record when this model drew it,
+        otherwise an inversion under ``source_prompt`` (default: the description's prompt)."""
+        from pixelchat.imagefiles import read_record
+
+        record = read_record(image)
+        latent = self._record_latent(record)
+        if latent is not None:
+            prompt = source_prompt or record.get("prompt") or ""
+            return Source(latent[None], prompt, self.encode_prompt(prompt, 1), "record", None)
+        if self.model_cfg.arch != "textgan":
+            raise UnsupportedOperation("only the text GAN's pictures can be inverted; this picture has no latent "
+                                       "from this model")
+        from pixelchat.vision.inversion import invert
+
+        prompt = source_prompt or self.describe(image).prompt
+        text = self.encode_prompt(prompt, 1)
+        inv = invert(self.generator, self.image_tensor(image), text, inverter=self.inverter)
+        return Source(inv.z, prompt, text, "inversion", inv)
+
+    def _record_latent(self, record: dict | None) -> torch.Tensor | None:
+        if not record or record.get("model", {}).get("sha256") != self.info.sha256 or not record.get("latent"):
+            return None
+        try:
+            z = decode_latent(record["latent"])
+        except (ValueError, TypeError):
+            return None
+        return z if z.shape == (self.model_cfg.z_dim,) and torch.isfinite(z).all() else None
+
+    @torch.inference_mode()
+    def redraw(self, z: torch.Tensor, text: torch.Tensor, fine_text: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, size, size) in [-1, 1]; ``fine_text`` mixes texts (coarse blocks: ``text``)."""
+        if fine_text is None:
+            return self.generator(z, text)
+        return self.generator(z, text, fine_text)
+
+    def edit(self, image: Image.Image, prompt: str, *, mask=None, strength: float = 0.35, n: int = 1,
+             seed: int | None = None, target: dict[str, str] | None = None, source_prompt: str | None = None,
+             candidates: int = 24, mix: str = "auto", keep: str = "auto", refine_steps: int = 30,
+             **options) -> list[GeneratedImage]:
+        """Redraw ``image`` under ``prompt``, keeping what the prompt does not change.
+
+        mask: an (H, W) array in [0, 1] at the image's size, 1 where the picture may change.
+        strength: how far candidates may move from the picture's latent (0: not at all, 1: anywhere).
+        target: the attributes the result should show (default: those ``prompt`` names); candidates
+        are ranked by the describer's agreement with them. mix: "auto" (coarse/fine text mixing when
+        only details change), "on" or "off". keep: "auto" (an inverted picture keeps its own pixels
+        outside the region the text change touches) or "off". refine_steps: Adam steps moving the
+        chosen latents towards what the describer should read (0: re-ranking only)."""
+        if options:
+            raise UnsupportedOperation(f"unknown edit option(s): {', '.join(sorted(options))}")
+        self.check_inputs(GenerateRequest(prompt=prompt, n=n, seed=seed))
+        if mix not in ("auto", "on", "off") or keep not in ("auto", "off"):
+            raise ValueError("mix must be auto, on or off; keep must be auto or off")
+        if not 1 <= candidates <= 256:
+            raise ValueError(f"candidates must be between 1 and 256, got {candidates}")
+        from pixelchat.text.instructions import read_attributes
+        from pixelchat.vision.editing import (
+            DETAIL_ATTRIBUTES, blend, candidate_latents, change_mask, feather, guided_refine, mask_tensor,
+        )
+
+        size = self.model_cfg.size
+        src = self.source(image, source_prompt)
+        x0 = self.image_tensor(image)
+        text = self.encode_prompt(prompt, 1)
+        target = dict(target) if target is not None else read_attributes(prompt)
+        base = seed if seed is not None else secrets.randbelow(2**32)
+        k = max(candidates, n)
+        zs = candidate_latents(src.z[0], strength, k, torch.Generator().manual_seed(base))
+        changed = {a for a, v in target.items() if read_attributes(src.prompt).get(a) != v}
+        mixed = self.model_cfg.arch == "textgan" and (mix == "on" or (mix == "auto" and changed and changed <= DETAIL_ATTRIBUTES))
+        coarse = src.text if mixed else text  # coarse/fine mixing: the layout keeps the old prompt
+        fine = text if mixed else None
+        user_mask = None if mask is None else feather(mask_tensor(mask, size), 1.0)
+        auto_keep = user_mask is None and src.how == "inversion" and keep == "auto"
+        with torch.inference_mode():
+            old = self.redraw(src.z, src.text)  # the picture as the generator redraws it
+
+        def compose(x: torch.Tensor) -> torch.Tensor:
+            """A redraw blended with the picture where the picture must stay."""
+            if user_mask is not None:
+                return blend(x, x0, user_mask)
+            if auto_keep:  # keep the picture's own pixels where the edit did not change the redraw
+                return blend(x, x0, change_mask(x, old))
+            return x
+
+        def finish(z: torch.Tensor) -> torch.Tensor:
+            return compose(self.redraw(z, coarse.expand(len(z), -1), None if fine is None else fine.expand(len(z), -1)))
+
+        first = finish(zs)
+        best = self._rank(first, target, x0)[:n]
+        picked = zs[best]
+        if refine_steps and target and self.model_cfg.arch == "textgan":
+            keep_px = None if user_mask is None else 1 - user_mask
+            picked = guided_refine(self.generator, self.describer, picked, coarse.expand(len(picked), -1), target,
+                                   fine_text=None if fine is None else fine.expand(len(picked), -1),
+                                   reference=x0, keep=keep_px, steps=refine_steps, seed=base, compose=compose)
+        images = finish(picked)
+        order = self._rank(images, target, x0)
+        return self._results(images[order], picked[order], prompt, base, "edit", src, strength=strength,
+                             coarse_prompt=src.prompt if mixed else None, blended=user_mask is not None or auto_keep,
+                             mask=mask is not None, refine_steps=refine_steps)
+
+    def vary(self, image: Image.Image, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
+             candidates: int | None = None, **options) -> list[GeneratedImage]:
+        """``n`` variations: the picture's latent moved by ``strength`` under its own prompt, the ones
+        that keep its described content first."""
+        if options:
+            raise UnsupportedOperation(f"unknown variation option(s): {', '.join(sorted(options))}")
+        if not 1 <= n <= MAX_IMAGES:
+            raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be above 0 and at most 1, got {strength}")
+        src = self.source(image)
+        x0 = self.image_tensor(image)
+        target = self.describe(image).attributes
+        base = seed if seed is not None else secrets.randbelow(2**32)
+        k = max(candidates or 3 * n, n)
+        gen = torch.Generator().manual_seed(base)
+        theta = strength * math.pi / 2
+        zs = math.cos(theta) * src.z + math.sin(theta) * torch.randn((k, self.model_cfg.z_dim), generator=gen)
+        images = self.redraw(zs, src.text.expand(k, -1))
+        order = self._rank(images, target, x0, closeness=0.0)[:n]
+        return self._results(images[order], zs[order], src.prompt, base, "vary", src, strength=strength)
+
+    @torch.inference_mode()
+    def _rank(self, images: torch.Tensor, target: dict[str, str], reference: torch.Tensor,
+              closeness: float = 1.0) -> torch.Tensor:
+        from pixelchat.vision.describer import attribute_probabilities
+        from pixelchat.vision.editing import rank
+
+        probs = attribute_probabilities(self.describer, images) if target else {}
+        return rank(probs, target, self.describer.cfg.schema, images, reference, closeness)
+
+    def _results(self, images: torch.Tensor, zs: torch.Tensor, prompt: str, seed: int, operation: str,
+                 src: Source, **details) -> list[GeneratedImage]:
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        pils = self.to_pil(images)
+        request = GenerateRequest(prompt=prompt)
+        out = []
+        for i, (img, z) in enumerate(zip(pils, zs)):
+            record = self.record(request, seed, z, created)
+            info = {"operation": operation, "source": src.describe()}
+            for key, value in details.items():
+                info[key] = value[i] if isinstance(value, list) else value
+            record[operation] = info
+            out.append(GeneratedImage(img, prompt, seed, record))
+        return out
+
+    @staticmethod
+    def to_pil(x: torch.Tensor) -> list[Image.Image]:
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        return [Image.fromarray(a) for a in x]
+
+
+@dataclass
+class Source:
+    """Where an edited picture starts: its latent (1, z_dim), prompt and prompt embedding (1, D)."""
+
+    z: torch.Tensor
+    prompt: str
+    text: torch.Tensor
+    how: str  # "record": the picture's own latent; "inversion": found by inverting it
+    inversion: object | None  # pixelchat.vision.inversion.Inversion
+
+    def describe(self) -> dict:
+        out = {"how": self.how, "prompt": self.prompt}
+        if self.inversion is not None:
+            out["psnr"] = round(float(self.inversion.psnr[0]), 2)
+        return out

@@ -13,13 +13,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pixelchat.data.scenes import SCHEMA, observable
+from pixelchat.data.scenes import SCHEMA, observable, render_labelled
+from pixelchat.training.augment import robustness_augment
 from pixelchat.training.checkpoint import CheckpointError, load_checkpoint, load_module, module_tensors, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -141,38 +141,6 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 # --- training ----------------------------------------------------------------------------
-
-
-def render_labelled(n: int, first_seed: int, size: int = 64, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` fresh renders and their attribute indices (-1 where a value cannot be seen)."""
-    from rich.progress import track
-
-    from pixelchat.data.dataset import pil_to_uint8
-    from pixelchat.data.scenes import render_scene, sample_attributes
-
-    names = list(SCHEMA)
-    images = torch.empty((n, 3, size, size), dtype=torch.uint8)
-    labels = torch.full((n, len(names)), -1, dtype=torch.long)
-    for i in track(range(n), description=f"rendering {n} scenes at {size} px", transient=True, disable=not progress):
-        seed = first_seed + i
-        attrs = sample_attributes(np.random.default_rng([seed, 0]))
-        images[i] = pil_to_uint8(render_scene(attrs, size, seed))
-        for name, value in observable(attrs).items():
-            labels[i, names.index(name)] = SCHEMA[name].index(value)
-    return images, labels
-
-
-def robustness_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """What generated pictures do to renders: shifts, blur, noise. Colours stay (they carry attributes)."""
-    import kornia.augmentation as K
-
-    b = x.shape[0]
-    shift = torch.randint(-4, 5, (2,), generator=gen).tolist()
-    x = torch.roll(x, shifts=shift, dims=(2, 3))
-    blur = K.RandomGaussianBlur((5, 5), (0.1, 1.2), p=0.5)
-    x = blur(x)
-    sigma = torch.rand(b, 1, 1, 1, generator=gen) * 0.08
-    return (x + sigma * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
 
 
 def masked_ce(logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:

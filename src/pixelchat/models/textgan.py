@@ -63,12 +63,17 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(GBlock(a, b, cond_dim) for a, b in zip(chans[:-1], chans[1:]))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
 
-    def forward(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """z (B, z_dim), text (B, text_dim) → image (B, 3, size, size) in [-1, 1]."""
+    def forward(self, z: torch.Tensor, text: torch.Tensor, fine_text: torch.Tensor | None = None,
+                coarse_blocks: int = 2) -> torch.Tensor:
+        """z (B, z_dim), text (B, text_dim) → image (B, 3, size, size) in [-1, 1].
+
+        With ``fine_text``, the first ``coarse_blocks`` blocks (8 and 16 px: layout) follow ``text``
+        and the rest (detail) follow ``fine_text``: coarse/fine text mixing for local edits."""
         c = torch.cat([z, text * self.cfg.text_gain], dim=1)  # (B, cond_dim)
+        c_fine = c if fine_text is None else torch.cat([z, fine_text * self.cfg.text_gain], dim=1)
         x = self.fc(z).view(z.shape[0], -1, 4, 4)  # (B, C4, 4, 4)
-        for block in self.blocks:
-            x = block(x, c)
+        for i, block in enumerate(self.blocks):
+            x = block(x, c if i < coarse_blocks else c_fine)
         return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))
 
 

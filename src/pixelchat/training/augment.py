@@ -43,3 +43,14 @@ class _UnitRange(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner((x + 1) / 2) * 2 - 1
+
+
+def robustness_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """What generated pictures do to renders: shifts, blur, noise; for networks that read pictures
+    (attribute readers, captioners). Colours stay: they carry attributes."""
+    b = x.shape[0]
+    shift = torch.randint(-4, 5, (2,), generator=gen).tolist()
+    x = torch.roll(x, shifts=shift, dims=(2, 3))
+    x = K.RandomGaussianBlur((5, 5), (0.1, 1.2), p=0.5)(x)
+    sigma = torch.rand(b, 1, 1, 1, generator=gen) * 0.08
+    return (x + sigma * torch.randn(x.shape, generator=gen)).clamp(-1, 1)

@@ -1,0 +1,24 @@
+"""`pixelchat.describe(image)`: what a picture shows, in words, attributes and a prompt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from pixelchat.engines import load_engine
+from pixelchat.imagefiles import load_image, to_rgb
+
+
+def as_image(image: Image.Image | str | os.PathLike) -> Image.Image:
+    """A picture from a path (size limits, EXIF rotation, transparency on white) or an open image."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    return load_image(image)
+
+
+def describe(image: Image.Image | str | os.PathLike, *, model: str | Path | None = None):
+    """A `pixelchat.vision.Description` of ``image``: caption, attributes with confidences, and a
+    prompt that redraws a similar picture with ``model`` (default: the shipped one)."""
+    return load_engine(model).describe(as_image(image))

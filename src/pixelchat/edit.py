@@ -1,0 +1,91 @@
+"""`pixelchat.edit(image, "make the clouds pink")` and `pixelchat.vary(image)`.
+
+An instruction is read into a revised prompt over what the picture shows now (its description);
+a full prompt is taken as it is. The engine then redraws the picture from its latent (its own,
+or one found by inversion) under the revised prompt, so what was not asked for stays.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from pixelchat.describe import as_image
+from pixelchat.engines import GeneratedImage, load_engine
+from pixelchat.data.captions import scene_prompt
+from pixelchat.imagefiles import mask_array, open_image_file, read_record
+from pixelchat.text.instructions import Revision, apply_instruction, looks_like_instruction, read_attributes, repair
+
+
+@dataclass
+class EditResult:
+    images: list[GeneratedImage]
+    revised_prompt: str
+    revision: Revision  # attributes before → after, notes on what was repaired or left out
+    source: dict = field(default_factory=dict)  # how the picture's latent was found
+
+    def to_dict(self) -> dict:
+        return {"revised_prompt": self.revised_prompt, **self.revision.to_dict(), "source": self.source}
+
+
+def revise(current: dict[str, str], text: str) -> Revision:
+    """An instruction ("add a boat") revises ``current``; a prompt ("a desert at night") replaces
+    what it names and keeps the rest."""
+    if looks_like_instruction(text):
+        return apply_instruction(current, text)
+    named = read_attributes(text)
+    revised, notes = repair({**current, **named}, named)
+    changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
+    return Revision(revised, changes, notes, [], text.strip())
+
+
+def load_mask(mask, image: Image.Image):
+    """A mask from a path or picture → array (H, W) in [0, 1], 1 where the picture may change."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Image.Image):
+        mask = open_image_file(mask)
+    return mask_array(mask, image.size)
+
+
+def edit(image: Image.Image | str | os.PathLike, instruction_or_prompt: str, *, mask=None, strength: float = 0.35,
+         n: int = 1, seed: int | None = None, model: str | Path | None = None, wording: str = "full",
+         **options) -> EditResult:
+    """Change ``image`` as ``instruction_or_prompt`` says and keep the rest.
+
+    mask: a path or picture the size of ``image``; white (or transparent) where it may change.
+    strength: how far the redraw may move from the picture (0–1). wording: "full" (the revised
+    prompt names everything the picture shows) or "minimal" (for pictures with a record: only what
+    their prompt named, plus the changes). Each result's record holds the revised prompt and its
+    new latent, so it can be edited again."""
+    if wording not in ("full", "minimal"):
+        raise ValueError(f"wording must be 'full' or 'minimal', got {wording!r}")
+    engine = load_engine(model)
+    picture = as_image(image)
+    m = load_mask(mask, picture)
+    current = engine.describe(picture).attributes
+    revision = revise(current, instruction_or_prompt)
+    record = read_record(picture)
+    if wording == "minimal" and record and looks_like_instruction(instruction_or_prompt):
+        names = set(read_attributes(record.get("prompt", ""))) | set(revision.changes)
+        revision.prompt = scene_prompt({k: v for k, v in revision.attributes.items() if k in names},
+                                       revision.free_text)
+    images = engine.edit(picture, revision.prompt, mask=m, strength=strength, n=n, seed=seed,
+                         target=revision.attributes, **options)
+    for r in images:
+        r.record["edit"]["instruction"] = instruction_or_prompt
+        r.image.info["pixelchat"] = r.record
+    source = images[0].record["edit"]["source"] if images else {}
+    return EditResult(images, revision.prompt, revision, source)
+
+
+def vary(image: Image.Image | str | os.PathLike, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
+         model: str | Path | None = None, **options) -> list[GeneratedImage]:
+    """``n`` variations of ``image`` that keep what it shows; ``strength`` (0–1) is how different."""
+    results = load_engine(model).vary(as_image(image), strength=strength, n=n, seed=seed, **options)
+    for r in results:
+        r.image.info["pixelchat"] = r.record
+    return results
