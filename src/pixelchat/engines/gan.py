@@ -231,6 +231,10 @@ class GANEngine:
             raise ValueError("mix must be auto, on or off; keep must be auto or off")
         if not 1 <= candidates <= 256:
             raise ValueError(f"candidates must be between 1 and 256, got {candidates}")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be between 0 and 1, got {strength}")
+        if refine_steps < 0 or refine_steps > 1000:
+            raise ValueError(f"refine_steps must be between 0 and 1000, got {refine_steps}")
         from pixelchat.text.instructions import read_attributes
         from pixelchat.vision.editing import (
             DETAIL_ATTRIBUTES, blend, candidate_latents, change_mask, feather, guided_refine, mask_tensor,
@@ -244,8 +248,11 @@ class GANEngine:
         base = seed if seed is not None else secrets.randbelow(2**32)
         k = max(candidates, n)
         zs = candidate_latents(src.z[0], strength, k, torch.Generator().manual_seed(base))
-        changed = {a for a, v in target.items() if read_attributes(src.prompt).get(a) != v}
-        mixed = self.model_cfg.arch == "textgan" and (mix == "on" or (mix == "auto" and changed and changed <= DETAIL_ATTRIBUTES))
+        mixed = self.model_cfg.arch == "textgan" and mix == "on"
+        if self.model_cfg.arch == "textgan" and mix == "auto" and target:  # only details change: mix
+            now = self.describe(image).attributes if src.how == "record" else read_attributes(src.prompt)
+            changed = {a for a, v in target.items() if now.get(a) != v}
+            mixed = bool(changed) and changed <= DETAIL_ATTRIBUTES
         coarse = src.text if mixed else text  # coarse/fine mixing: the layout keeps the old prompt
         fine = text if mixed else None
         user_mask = None if mask is None else feather(mask_tensor(mask, size), 1.0)

@@ -166,15 +166,24 @@ class Describer(nn.Module):
         return self.to_word(self.norm(h))
 
     @torch.no_grad()
-    def caption(self, memory: torch.Tensor) -> list[str]:
-        """Greedy decoding, all images at once."""
+    def caption(self, memory: torch.Tensor, no_repeat: int = 4) -> list[str]:
+        """Greedy decoding, all images at once. No ``no_repeat``-word sequence is written twice
+        (as ``no_repeat_ngram_size`` in common text generators): on pictures unlike its training
+        renders the decoder would otherwise sometimes repeat a phrase."""
         b = memory.shape[0]
         vocab = self.cfg.vocab
         tokens = torch.full((b, 1), vocab.index(BOS), dtype=torch.long)
         done = torch.zeros(b, dtype=torch.bool)
         eos = vocab.index(EOS)
         for _ in range(self.cfg.max_words):
-            nxt = self.word_logits(memory, tokens)[:, -1].argmax(-1)
+            logits = self.word_logits(memory, tokens)[:, -1]
+            if no_repeat and tokens.shape[1] >= no_repeat:
+                for i, row in enumerate(tokens.tolist()):
+                    prefix = tuple(row[len(row) - no_repeat + 1:])
+                    for j in range(len(row) - no_repeat + 1):
+                        if tuple(row[j:j + no_repeat - 1]) == prefix:
+                            logits[i, row[j + no_repeat - 1]] = float("-inf")
+            nxt = logits.argmax(-1)
             nxt = torch.where(done, torch.zeros_like(nxt), nxt)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
             done |= nxt == eos
