@@ -1,0 +1,81 @@
+"""Sessions: turn routing, the history tree, JSON round trips, on a tiny real model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pixelchat import Session
+
+
+def test_a_scripted_conversation(tiny_model):
+    s = Session(model=tiny_model, seed=5)
+    first = s.turn("hills by a lake at sunset")
+    assert first.kind == "generate" and first.node.id == 1 and first.images[0].size == (32, 32)
+    assert first.node.attributes == {"time": "sunset", "terrain": "hills", "water": "lake"}
+    second = s.turn("add a boat and make it night")
+    assert second.kind == "edit" and second.node.parent == 1
+    assert second.node.attributes["boat"] == "yes" and second.node.attributes["time"] == "night"
+    assert "boat" in second.reply and "night" in second.prompt
+    assert second.node.record["edit"]["source"]["how"] == "record"  # edited from the picture's own latent
+    asked = s.turn("what do you see?")
+    assert asked.kind == "describe" and asked.reply.startswith("I see") and s.current == 2
+    refused = s.turn("make it better")
+    assert refused.kind == "ask" and "could not find a change" in refused.reply and s.current == 2
+    assert s.turn("another one").kind == "vary" and s.current == 3
+    assert s.turn("draw a desert").kind == "generate" and s.node.prompt == "a desert"
+
+
+def test_undo_goto_and_branches(tiny_model):
+    s = Session(model=tiny_model, seed=1)
+    s.turn("a plain by day")
+    s.turn("add a house")
+    assert s.turn("undo").node.id == 1
+    s.turn("add snow")  # branches from turn 1
+    assert [n.id for n in s.children(1)] == [2, 3]
+    assert [n.id for n in s.path()] == [1, 3]
+    s.goto(2)
+    s.turn("remove the house")
+    assert [n.id for n in s.path()] == [1, 2, 4]
+    with pytest.raises(ValueError, match="no turn 9"):
+        s.goto(9)
+    s.current = 1
+    assert s.undo().reply.startswith("back to the start") and s.node is None
+    assert s.undo().reply == "there is nothing to undo yet"
+
+
+def test_sessions_round_trip_through_json(tiny_model, tmp_path):
+    s = Session(model=tiny_model, seed=2)
+    s.turn("hills at night")
+    s.turn("add a forest")
+    s.turn("undo")
+    path = s.save(tmp_path / "chat.json")
+    back = Session.load(path)
+    assert back.to_dict() == s.to_dict()
+    assert back.current == 1 and sorted(back.nodes) == [1, 2]
+    a, b = np.asarray(back.nodes[2].image), np.asarray(s.nodes[2].image)
+    assert np.array_equal(a, b)
+    assert back.turn("add a house").node.parent == 1  # the loaded session goes on from where it was
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "not a pixelchat session"),
+    ('{"format": "other"}', "not a pixelchat session"),
+    ('{"format": "pixelchat-session", "format_version": 99}', "version 99"),
+    ('{"format": "pixelchat-session", "format_version": 1, "nodes": [{"id": 1}]}', "malformed"),
+    ('{"format": "pixelchat-session", "format_version": 1, "current": 3, "nodes": []}', "current turn"),
+])
+def test_malformed_sessions_are_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        Session.from_json(text)
+
+
+def test_orphan_nodes_are_refused(tiny_model):
+    s = Session(model=tiny_model, seed=0)
+    s.turn("a desert")
+    d = s.to_dict()
+    d["nodes"][0]["parent"] = 42
+    with pytest.raises(ValueError, match="parent"):
+        Session.from_json(json.dumps(d))
