@@ -79,3 +79,25 @@ def test_orphan_nodes_are_refused(tiny_model):
     d["nodes"][0]["parent"] = 42
     with pytest.raises(ValueError, match="parent"):
         Session.from_json(json.dumps(d))
+
+
+def test_chat_script_prints_one_json_object_per_turn(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from pixelchat.cli import app
+
+    script = tmp_path / "turns.txt"
+    script.write_text("hills at sunset\n# a comment\nadd a house\n/undo\nmake it night\n")
+    session = tmp_path / "chat.json"
+    r = CliRunner().invoke(app, ["chat", "--script", str(script), "--json", "--model", str(tiny_model), "--seed", "4",
+                                 "--out", str(tmp_path / "out"), "--session", str(session)])
+    assert r.exit_code == 0, r.output
+    turns = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [t["kind"] for t in turns] == ["generate", "edit", "undo", "edit"]
+    assert turns[3]["attributes"]["time"] == "night" and turns[1]["file"].endswith("turn-2.png")
+    back = Session.load(session)
+    assert sorted(back.nodes) == [1, 2, 3] and back.nodes[3].parent == 1 and back.current == 3
+    bad = tmp_path / "bad.txt"
+    bad.write_text("hills\n/goto x\n")
+    r = CliRunner().invoke(app, ["chat", "--script", str(bad), "--model", str(tiny_model), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "usage: /goto N" in r.output

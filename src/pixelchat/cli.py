@@ -145,6 +145,89 @@ def vary(
 
 
 @app.command()
+def chat(
+    session_file: Optional[Path] = typer.Option(None, "--session", help="A session file to continue (created if missing)."),
+    script: Optional[Path] = typer.Option(None, "--script", help="Run the turns in this file (one per line) and stop."),
+    out: Path = typer.Option(Path("out/chat"), "--out", help="Folder for each turn's picture."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint; default: the shipped model."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed lock for new pictures."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per turn."),
+):
+    """Talk to a picture: draw, change, ask, undo. Commands: /undo /history /goto N /save /quit."""
+    from pixelchat.conversation import Session
+    from pixelchat.imagefiles import save_png
+
+    with user_errors():
+        writable_dir(out)
+        if session_file is not None and session_file.exists():
+            session = Session.load(session_file)
+        else:
+            session = Session(model=model, seed=seed)
+        lines = script.read_text().splitlines() if script is not None else None
+
+    def say(turn) -> None:
+        path = None
+        if turn.images:
+            path = save_png(turn.images[0], out / f"turn-{turn.node.id}.png", turn.node.record)
+        if as_json:
+            typer.echo(json.dumps({**turn.to_dict(), "file": str(path) if path else None}))
+            return
+        typer.echo(turn.reply)
+        if turn.node is not None and turn.kind not in ("describe", "ask"):
+            typer.echo(f"  prompt: {turn.prompt}")
+        if path:
+            typer.echo(f"  picture: {path}")
+
+    def run(line: str) -> bool:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        if line in ("/quit", "/exit"):
+            return False
+        with user_errors():
+            if line == "/history":
+                for n in session.nodes.values():
+                    mark = "*" if n.id == session.current else " "
+                    typer.echo(f"{mark}{n.id:3d} ← {n.parent or '-'}  {n.kind:8s} {n.message}  →  {n.prompt}")
+            elif line.startswith("/goto"):
+                arg = line.split(maxsplit=1)[1] if " " in line else ""
+                if not arg.isdigit():
+                    raise ValueError("usage: /goto N (see /history)")
+                say(session.goto(int(arg)))
+            elif line == "/save":
+                if session_file is None:
+                    raise ValueError("start with --session FILE to save")
+                typer.echo(f"saved {session.save(session_file)}")
+            elif line == "/undo":
+                say(session.undo())
+            elif line.startswith("/"):
+                raise ValueError(f"unknown command {line.split()[0]}; commands: /undo /history /goto N /save /quit")
+            else:
+                say(session.turn(line))
+        return True
+
+    try:
+        if lines is not None:
+            for line in lines:
+                if not run(line):
+                    break
+        else:
+            while True:
+                try:
+                    line = input("you> ")
+                except EOFError:
+                    break
+                try:
+                    if not run(line):
+                        break
+                except typer.Exit:
+                    continue  # a bad command in the REPL: the error is printed, the chat goes on
+    finally:
+        if session_file is not None and session.nodes:
+            session.save(session_file)
+
+
+@app.command()
 def train(
     data: str = typer.Option("scenes", "--data", help="'scenes', 'digits', or a dataset folder (images + captions, MNIST, CIFAR)."),
     arch: str = typer.Option("textgan", "--arch", help="textgan | dcgan"),
