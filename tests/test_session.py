@@ -101,3 +101,16 @@ def test_chat_script_prints_one_json_object_per_turn(tiny_model, tmp_path):
     bad.write_text("hills\n/goto x\n")
     r = CliRunner().invoke(app, ["chat", "--script", str(bad), "--model", str(tiny_model), "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "usage: /goto N" in r.output
+
+
+@pytest.mark.parametrize("instruction, attribute, value", [("add a house", "house", "yes"), ("add a forest", "trees", "forest")])
+def test_self_check_reply_says_what_the_picture_shows(tiny_model, instruction, attribute, value):
+    from pixelchat import describe
+
+    s = Session(model=tiny_model, seed=7, checks=3)
+    s.turn("hills by day")
+    turn = s.turn(instruction)
+    seen = describe(turn.node.image, model=tiny_model).attributes
+    assert ("not matched yet" in turn.reply) == (seen.get(attribute) != value), (turn.reply, seen)
+    with pytest.raises(ValueError, match="checks"):
+        Session(checks=9)

@@ -29,6 +29,7 @@ NEW_PICTURE = re.compile(r"^(?:please )?(?:draw|create|generate|paint|new pictur
 UNDO = re.compile(r"^(?:/undo|undo|go back|back|revert|undo that)[.! ]*$")
 VARY = re.compile(r"^(?:another one|another variation|new variation|a variation|vary it|variations?|"
                   r"try again|something similar|one more)[.! ]*$")
+CHECK_STRENGTHS = (0.35, 0.6, 0.85)  # how far each self-check attempt may move from the picture
 QUESTION = re.compile(r"\?\s*$|^(?:what|which|is there|are there|does it|do you see|describe|how many|tell me)\b")
 
 
@@ -90,9 +91,14 @@ class Session:
     >>> s.turn("add a boat and make the clouds pink").prompt  # doctest: +SKIP
     """
 
-    def __init__(self, *, model: str | Path | None = None, seed: int | None = None):
+    def __init__(self, *, model: str | Path | None = None, seed: int | None = None, checks: int = 3):
+        if not 0 <= checks <= len(CHECK_STRENGTHS):
+            raise ValueError(f"checks must be between 0 and {len(CHECK_STRENGTHS)}, got {checks}")
         self.model = str(model) if model else None
         self.seed = seed  # seed lock: None draws a new seed per new picture
+        # Self-check: edits whose asked-for change the describer does not see are tried again, up to
+        # this many attempts in all, each allowed to move further; the best attempt is kept (0: off).
+        self.checks = checks
         self.nodes: dict[int, Node] = {}
         self.current: int | None = None
         self.created = _now()
@@ -183,33 +189,44 @@ class Session:
     def _edit(self, message: str) -> Turn:
         from pixelchat.edit import edit
 
-        try:
-            result = edit(self.node.image, message, model=self.model, seed=self.seed)
-        except InstructionError as e:
-            return Turn("ask", str(e), self.node)
+        best, best_missing = None, None
+        for attempt, strength in enumerate(CHECK_STRENGTHS[:max(1, self.checks)]):
+            seed = None if self.seed is None else self.seed + attempt
+            try:
+                result = edit(self.node.image, message, model=self.model, seed=seed, strength=strength)
+            except InstructionError as e:
+                return Turn("ask", str(e), self.node)
+            wanted = {k: after for k, (_, after) in result.revision.changes.items()}
+            missing = self._self_check(result.images[0].image, wanted) if self.checks else []
+            if best is None or len(missing) < len(best_missing):
+                best, best_missing = result, missing
+            if not missing:
+                break
+        result = best
         changes = result.revision.changes
         said = ", ".join(f"{k.replace('_', ' ')} {before or '?'} → {after}" for k, (before, after) in changes.items())
         parts = [said or "nothing in the picture's attributes changed", *result.revision.notes]
-        parts += self._self_check(result.images[0].image, {k: after for k, (_, after) in changes.items()})
+        if best_missing:
+            parts.append(f"not matched yet: {', '.join(best_missing)}")
         reply = "; ".join(parts)
         node = self._add(message, "edit", result.revised_prompt, result.revision.attributes, reply, result.images[0])
         return Turn("edit", reply, node, [result.images[0].image])
 
     def _self_check(self, image: Image.Image, wanted: dict[str, str]) -> list[str]:
-        """What the describer does not see of the asked-for changes, as reply lines."""
+        """The asked-for changes the describer does not see in ``image``."""
         if not wanted:
             return []
         from pixelchat.describe import describe
 
         seen = describe(image, model=self.model).attributes
-        missing = [f"{k.replace('_', ' ')} {v} (I see {seen.get(k, 'none')})" for k, v in wanted.items()
-                   if seen.get(k) != v and not (k == "cloud_color" and seen.get("clouds") == "none")]
-        return [f"not matched yet: {', '.join(missing)}"] if missing else []
+        return [f"{k.replace('_', ' ')} {v} (I see {seen.get(k, 'none')})" for k, v in wanted.items()
+                if seen.get(k) != v and not (k == "cloud_color" and seen.get("clouds") == "none")]
 
     # --- files -------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model, "seed": self.seed,
+                "checks": self.checks,
                 "created": self.created, "current": self.current, "nodes": [asdict(n) for n in self.nodes.values()]}
 
     def to_json(self) -> str:
@@ -221,7 +238,7 @@ class Session:
             raise ValueError("not a pixelchat session")
         if d.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"session format version {d.get('format_version')} is not supported")
-        s = cls(model=d.get("model"), seed=d.get("seed"))
+        s = cls(model=d.get("model"), seed=d.get("seed"), checks=int(d.get("checks", 3)))
         s.created = d.get("created", s.created)
         try:
             for raw in d["nodes"]:
