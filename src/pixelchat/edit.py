@@ -31,11 +31,12 @@ class EditResult:
         return {"revised_prompt": self.revised_prompt, **self.revision.to_dict(), "source": self.source}
 
 
-def revise(current: dict[str, str], text: str) -> Revision:
+def revise(current: dict[str, str], text: str, resolve=None) -> Revision:
     """An instruction ("add a boat") revises ``current``; a prompt ("a desert at night") replaces
-    what it names and keeps the rest."""
+    what it names and keeps the rest. resolve: maps unknown words to their nearest value (see
+    `pixelchat.text.vocabulary.NearestValue`)."""
     if looks_like_instruction(text):
-        return apply_instruction(current, text)
+        return apply_instruction(current, text, resolve=resolve)
     named = read_attributes(text)
     revised, notes = repair({**current, **named}, named)
     changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
@@ -53,21 +54,22 @@ def load_mask(mask, image: Image.Image):
 
 def edit(image: Image.Image | str | os.PathLike, instruction_or_prompt: str, *, mask=None, strength: float = 0.35,
          n: int = 1, seed: int | None = None, model: str | Path | None = None, wording: str = "full",
-         **options) -> EditResult:
+         revision: Revision | None = None, **options) -> EditResult:
     """Change ``image`` as ``instruction_or_prompt`` says and keep the rest.
 
     mask: a path or picture the size of ``image``; white (or transparent) where it may change.
     strength: how far the redraw may move from the picture (0–1). wording: "full" (the revised
     prompt names everything the picture shows) or "minimal" (for pictures with a record: only what
-    their prompt named, plus the changes). Each result's record holds the revised prompt and its
+    their prompt named, plus the changes). revision: the text path's result when the caller has
+    already read the instruction (a conversation does); then the picture is not described here. Each result's record holds the revised prompt and its
     new latent, so it can be edited again."""
     if wording not in ("full", "minimal"):
         raise ValueError(f"wording must be 'full' or 'minimal', got {wording!r}")
     engine = load_engine(model)
     picture = as_image(image)
     m = load_mask(mask, picture)
-    current = engine.describe(picture).attributes
-    revision = revise(current, instruction_or_prompt)
+    if revision is None:
+        revision = revise(engine.describe(picture).attributes, instruction_or_prompt)
     record = read_record(picture)
     if wording == "minimal" and record and looks_like_instruction(instruction_or_prompt):
         names = set(read_attributes(record.get("prompt", ""))) | set(revision.changes)

@@ -3,6 +3,16 @@
 Each turn is a node of a history tree: the message, what it was taken for, the revised prompt
 and attributes (the text path), and the resulting picture with its record (the image path).
 `undo` and `goto` move the current node; the next change branches from wherever it is.
+
+A change is read into a revised prompt first: by a language model when one is configured
+(`LLMRewriter`), else, or when it fails, by the built-in reader, which maps unknown words to
+their nearest known value (`NearestValue`) and asks back when unsure, and which takes "bring back
+the boat" from the history. The change is then made as an edit of the current picture from its
+latent, and checked: the describer reads the result, and where the change does not show, the
+edit is tried again further from the picture; the best attempt is kept and what still does not
+match is said. Styles and palettes are applied to the picture the model drew, so the model
+always works on its own picture and the user sees the styled one.
+
 Sessions serialise to JSON, pictures included (PNG, base64), so a file or a database row can
 hold one.
 """
@@ -19,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pixelchat.text.instructions import InstructionError, looks_like_instruction, read_attributes
+from pixelchat.text.instructions import NOUNS, InstructionError, Revision, looks_like_instruction, read_attributes, repair
 
 FORMAT = "pixelchat-session"
 FORMAT_VERSION = 1
@@ -30,6 +40,16 @@ UNDO = re.compile(r"^(?:/undo|undo|go back|back|revert|undo that)[.! ]*$")
 VARY = re.compile(r"^(?:another one|another variation|new variation|a variation|vary it|variations?|"
                   r"try again|something similar|one more)[.! ]*$")
 CHECK_STRENGTHS = (0.35, 0.6, 0.85)  # how far each self-check attempt may move from the picture
+STYLE = re.compile(r"^(?:/style\s+|(?:use|apply|switch to|try|give it)(?: the| a)? style\s+|style[: ]\s*|"
+                   r"in (?:the |a )?style(?: of)?\s+|(?:make it|in|as) (?:an? )?)(?P<name>[a-z0-9_-]+)"
+                   r"(?: style| look| filter)?[.! ]*$")
+NO_STYLE = re.compile(r"^(?:no style|remove the style|drop the style|without (?:a |the )?style|/style none|"
+                      r"style[: ]\s*none)[.! ]*$")
+PALETTE = re.compile(r"^(?:/palette|(?:use|apply)(?: the| a| this)? palette|palette)\b[: ]*(?P<colours>.*)$")
+NO_PALETTE = re.compile(r"^(?:no palette|remove the palette|drop the palette|without (?:a |the )?palette|/palette none|"
+                        r"palette[: ]\s*none)[.! ]*$")
+RESTORE = re.compile(r"^(?:please )?(?:bring back|put back|restore|give me back|get back|return)\b|"
+                     r"\b(?:back|as (?:it was )?before|like before|as it was)[.! ]*$")
 QUESTION = re.compile(r"\?\s*$|^(?:what|which|is there|are there|does it|do you see|describe|how many|tell me)\b")
 
 
@@ -43,11 +63,15 @@ class Node:
     attributes: dict[str, str]
     reply: str
     record: dict = field(default_factory=dict)
-    image_png: str = ""  # base64 PNG
+    image_png: str = ""  # base64 PNG: the picture the model drew
     created: str = ""
+    style: str = "none"  # the style preset shown over it
+    palette: list[str] = field(default_factory=list)  # hex colours the shown picture keeps to
+    palette_strength: float = 1.0
 
     @property
     def image(self) -> Image.Image | None:
+        """The picture as the model drew it: what edits, variations and the describer work on."""
         if not self.image_png:
             return None
         image = Image.open(io.BytesIO(base64.b64decode(self.image_png)))
@@ -55,10 +79,25 @@ class Node:
         image.info["pixelchat"] = self.record
         return image
 
+    @property
+    def output(self) -> Image.Image | None:
+        """The picture as the user sees it: with the style and palette applied, and said in its record."""
+        from pixelchat.vision.style import apply_palette, apply_style, get_style
+
+        image = self.image
+        if image is None or (self.style == "none" and not self.palette):
+            return image
+        shown = apply_style(image, get_style(self.style))
+        if self.palette:
+            shown = apply_palette(shown, self.palette, self.palette_strength)
+        shown.info["pixelchat"] = {**self.record, "style": self.style, "palette": self.palette,
+                                   "palette_strength": self.palette_strength}
+        return shown
+
 
 @dataclass
 class Turn:
-    kind: str  # generate | edit | vary | describe | undo | ask
+    kind: str  # generate | edit | vary | style | palette | describe | undo | goto | ask
     reply: str
     node: Node | None = None  # the current node after the turn
     images: list[Image.Image] = field(default_factory=list)
@@ -70,7 +109,8 @@ class Turn:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "reply": self.reply, "prompt": self.prompt,
                 "node": self.node.id if self.node else None,
-                "attributes": self.node.attributes if self.node else {}}
+                "attributes": self.node.attributes if self.node else {},
+                "style": self.node.style if self.node else "none", "palette": self.node.palette if self.node else []}
 
 
 def _png(image: Image.Image) -> str:
@@ -91,14 +131,27 @@ class Session:
     >>> s.turn("add a boat and make the clouds pink").prompt  # doctest: +SKIP
     """
 
-    def __init__(self, *, model: str | Path | None = None, seed: int | None = None, checks: int = 3):
+    def __init__(self, *, model: str | Path | None = None, seed: int | None = None, checks: int = 3,
+                 style: str = "none", palette=None, palette_strength: float = 1.0, llm=None,
+                 nearest: bool = True):
+        from pixelchat.vision.style import get_style, palette_hex
+
         if not 0 <= checks <= len(CHECK_STRENGTHS):
             raise ValueError(f"checks must be between 0 and {len(CHECK_STRENGTHS)}, got {checks}")
+        if not 0.0 <= palette_strength <= 1.0:
+            raise ValueError(f"palette_strength must be between 0 and 1, got {palette_strength}")
         self.model = str(model) if model else None
         self.seed = seed  # seed lock: None draws a new seed per new picture
         # Self-check: edits whose asked-for change the describer does not see are tried again, up to
         # this many attempts in all, each allowed to move further; the best attempt is kept (0: off).
         self.checks = checks
+        self.style = get_style(style).name  # for the first picture; later ones keep the current node's
+        self.palette = palette_hex(palette) if palette else []
+        self.palette_strength = palette_strength
+        self.llm = llm  # an LLMRewriter, or None for the built-in reader alone
+        self.nearest = nearest  # map unknown words to the nearest known value (else: free text)
+        self._resolve = None
+        self._seen: dict[int, dict[str, str]] = {}  # node id → what the describer reads in its picture
         self.nodes: dict[int, Node] = {}
         self.current: int | None = None
         self.created = _now()
@@ -136,10 +189,16 @@ class Session:
         self.current = node_id
         return Turn("goto", f"at turn {node_id}: {self.node.prompt}; the next change branches from here", self.node)
 
-    def _add(self, message: str, kind: str, prompt: str, attributes: dict, reply: str, result) -> Node:
+    def _add(self, message: str, kind: str, prompt: str, attributes: dict, reply: str, result=None,
+             **look) -> Node:
+        """A new node under the current one; ``result`` None keeps the current picture (a new look)."""
+        here = self.node
+        look = {"style": here.style if here else self.style, "palette": here.palette if here else self.palette,
+                "palette_strength": here.palette_strength if here else self.palette_strength, **look}
         node = Node(id=max(self.nodes, default=0) + 1, parent=self.current, message=message, kind=kind,
-                    prompt=prompt, attributes=dict(attributes), reply=reply, record=result.record,
-                    image_png=_png(result.image), created=_now())
+                    prompt=prompt, attributes=dict(attributes), reply=reply,
+                    record=result.record if result else here.record,
+                    image_png=_png(result.image) if result else here.image_png, created=_now(), **look)
         self.nodes[node.id] = node
         self.current = node.id
         return node
@@ -155,6 +214,9 @@ class Session:
         low = text.lower()
         if UNDO.match(low):
             return self.undo()
+        look = self._look(low)
+        if look is not None:
+            return look
         if self.node is None or NEW_PICTURE.match(low):
             prompt = NEW_PICTURE.sub("", low, count=1).strip() if NEW_PICTURE.match(low) else text
             return self._generate(text, prompt or text)
@@ -164,6 +226,46 @@ class Session:
             return self._vary(text)
         return self._edit(text)
 
+    def _look(self, low: str) -> Turn | None:
+        """A style or palette change, or None when the message is not one."""
+        from pixelchat.vision.style import get_style, load_styles, palette_hex, palette_report
+
+        name = None
+        if NO_STYLE.match(low):
+            name = "none"
+        elif (m := STYLE.match(low)) and m.group("name") in {*load_styles(), "none"}:
+            name = m.group("name")
+        if name is not None:
+            style = get_style(name)
+            if self.node is None:
+                self.style = style.name
+                return Turn("style", f"style {style.name} for the pictures to come: {style.description}")
+            node = self._add(low, "style", self.node.prompt, self.node.attributes,
+                             f"style {style.name}: {style.description}", style=style.name)
+            return Turn("style", node.reply, node, [node.output])
+        colours = None
+        if NO_PALETTE.match(low):
+            colours = []
+        elif m := PALETTE.match(low):
+            try:
+                colours = palette_hex(m.group("colours"))
+            except ValueError as e:
+                return Turn("ask", f"{e}; give a palette as hex colours, e.g. 'palette #1d3557 #e63946 #f1faee'", self.node)
+        if colours is None:
+            return None
+        if self.node is None:
+            self.palette = colours
+            return Turn("palette", f"palette {' '.join(colours) or 'off'} for the pictures to come")
+        node = self._add(low, "palette", self.node.prompt, self.node.attributes, "", palette=colours)
+        if colours:
+            before = palette_report(self.nodes[node.parent].output, colours)
+            after = palette_report(node.output, colours)
+            node.reply = (f"palette {' '.join(colours)}: {before['coverage']:.0%} of the picture was within reach of "
+                          f"it, now {after['coverage']:.0%}")
+        else:
+            node.reply = "palette off"
+        return Turn("palette", node.reply, node, [node.output])
+
     def _generate(self, message: str, prompt: str) -> Turn:
         from pixelchat.generate import generate_records
 
@@ -171,7 +273,7 @@ class Session:
         named = read_attributes(prompt)
         reply = "here it is" + (f" ({', '.join(f'{k} {v}' for k, v in named.items())})" if named else "")
         node = self._add(message, "generate", prompt, named, reply, result)
-        return Turn("generate", reply, node, [result.image])
+        return Turn("generate", reply, node, [node.output])
 
     def _describe(self) -> Turn:
         from pixelchat.describe import describe
@@ -184,33 +286,114 @@ class Session:
 
         result = vary(self.node.image, n=1, model=self.model)[0]
         node = self._add(message, "vary", self.node.prompt, self.node.attributes, "a variation of it", result)
-        return Turn("vary", node.reply, node, [result.image])
+        return Turn("vary", node.reply, node, [node.output])
 
     def _edit(self, message: str) -> Turn:
         from pixelchat.edit import edit
 
+        # 1. The text path: the revised prompt.
+        try:
+            revision = self.revise(message)
+        except InstructionError as e:
+            return Turn("ask", str(e), self.node)
+        if not revision.changes and not revision.free_text:
+            return Turn("ask", "; ".join(revision.notes) or "that is how the picture is already", self.node)
+        # 2. The image path: edit the picture from its latent, check, try again further out if unseen.
         best, best_missing = None, None
         for attempt, strength in enumerate(CHECK_STRENGTHS[:max(1, self.checks)]):
             seed = None if self.seed is None else self.seed + attempt
-            try:
-                result = edit(self.node.image, message, model=self.model, seed=seed, strength=strength)
-            except InstructionError as e:
-                return Turn("ask", str(e), self.node)
-            wanted = {k: after for k, (_, after) in result.revision.changes.items()}
+            result = edit(self.node.image, message, model=self.model, seed=seed, strength=strength, revision=revision)
+            wanted = {k: after for k, (_, after) in revision.changes.items()}
             missing = self._self_check(result.images[0].image, wanted) if self.checks else []
             if best is None or len(missing) < len(best_missing):
                 best, best_missing = result, missing
             if not missing:
                 break
         result = best
-        changes = result.revision.changes
+        changes = revision.changes
         said = ", ".join(f"{k.replace('_', ' ')} {before or '?'} → {after}" for k, (before, after) in changes.items())
-        parts = [said or "nothing in the picture's attributes changed", *result.revision.notes]
+        parts = [said or "nothing in the picture's attributes changed", *revision.notes]
         if best_missing:
             parts.append(f"not matched yet: {', '.join(best_missing)}")
         reply = "; ".join(parts)
-        node = self._add(message, "edit", result.revised_prompt, result.revision.attributes, reply, result.images[0])
-        return Turn("edit", reply, node, [result.images[0].image])
+        stated = {k: v for k, v in revision.attributes.items() if k in self.node.attributes or k in changes}
+        node = self._add(message, "edit", result.revised_prompt, stated, reply, result.images[0])
+        return Turn("edit", reply, node, [node.output])
+
+    def seen(self, node: Node | None = None) -> dict[str, str]:
+        """What the describer reads in ``node``'s picture (default: the current one), cached."""
+        node = node or self.node
+        if node.id not in self._seen:
+            from pixelchat.describe import describe
+
+            self._seen[node.id] = describe(node.image, model=self.model).attributes
+        return self._seen[node.id]
+
+    def revise(self, message: str) -> Revision:
+        """The text path: the current prompt's attributes revised by ``message``. Raises
+        InstructionError (AskBack for an unsure guess) when there is nothing to apply."""
+        state = self.node.attributes  # what the conversation has asked for so far
+        current = {**self.seen(), **state}  # what was asked for wins over what shows
+        revision = self._read(message, current)
+        # A thing asked for that the describer already sees still counts: the user may not see it.
+        for attr, value in read_attributes(message).items():
+            if attr not in state and attr not in revision.changes and revision.attributes.get(attr) == value:
+                revision.changes[attr] = (None, value)
+                revision.notes = [n for n in revision.notes if not n.startswith(f"{attr.replace('_', ' ')} was already")]
+        return revision
+
+    def _read(self, message: str, current: dict[str, str]) -> Revision:
+        restored = self._restore(message, current)
+        if restored is not None:
+            return restored
+        note = None
+        if self.llm is not None:
+            from pixelchat.conversation.llm import LLMError
+
+            try:
+                revision = self.llm.rewrite(current, message)
+                if revision.changes:
+                    return revision
+                note = "the language model changed nothing; I read it myself"
+            except LLMError as e:
+                note = f"the language model did not help ({e}); I read it myself"
+        from pixelchat.edit import revise
+
+        revision = revise(current, message, resolve=self.resolver())
+        if note:
+            revision.notes.append(note)
+        return revision
+
+    def resolver(self):
+        if not self.nearest:
+            return None
+        if self._resolve is None:
+            from pixelchat.text.vocabulary import NearestValue
+
+            self._resolve = NearestValue()
+        return self._resolve
+
+    def _restore(self, message: str, current: dict[str, str]) -> Revision | None:
+        """"bring back the boat", "put the clouds back": the value each named thing last had before
+        it changed on the way to this turn; None when the message is not that or history has none."""
+        low = " ".join(message.lower().split())
+        if not RESTORE.search(low):
+            return None
+        named = [a for a, rx in NOUNS.items() if a != "time" and re.search(rf"\b(?:{rx})\b", low)]
+        earlier = self.path()[:-1][::-1]
+        asked = {}
+        for attr in named:
+            value = next((n.attributes[attr] for n in earlier if n.attributes.get(attr) not in (None, current.get(attr))),
+                         None)
+            if value is not None:
+                asked[attr] = value
+        if not asked:
+            return None
+        revised, notes = repair({**current, **asked}, asked)
+        changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
+        from pixelchat.data.captions import scene_prompt
+
+        return Revision(revised, changes, ["as it was earlier in this conversation", *notes], [], scene_prompt(revised))
 
     def _self_check(self, image: Image.Image, wanted: dict[str, str]) -> list[str]:
         """The asked-for changes the describer does not see in ``image``."""
@@ -226,7 +409,8 @@ class Session:
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model, "seed": self.seed,
-                "checks": self.checks,
+                "checks": self.checks, "style": self.style, "palette": self.palette,
+                "palette_strength": self.palette_strength,
                 "created": self.created, "current": self.current, "nodes": [asdict(n) for n in self.nodes.values()]}
 
     def to_json(self) -> str:
@@ -238,7 +422,9 @@ class Session:
             raise ValueError("not a pixelchat session")
         if d.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"session format version {d.get('format_version')} is not supported")
-        s = cls(model=d.get("model"), seed=d.get("seed"), checks=int(d.get("checks", 3)))
+        s = cls(model=d.get("model"), seed=d.get("seed"), checks=int(d.get("checks", 3)),
+                style=d.get("style", "none"), palette=d.get("palette") or None,
+                palette_strength=float(d.get("palette_strength", 1.0)))
         s.created = d.get("created", s.created)
         try:
             for raw in d["nodes"]:

@@ -89,8 +89,30 @@ BRIGHTER = re.compile(r"\b(?:brighter|lighter|earlier)\b")
 EXAMPLES = "'make it night', 'add a boat', 'remove the trees', 'more clouds', 'make the clouds pink'"
 
 
+KEEP = re.compile(r"^(?:and )?(?:keep|leave|otherwise|everything else|nothing else|the rest|(?:all )?the same|same)\b")
+STOP = frozenset("""please make turn change switch set replace swap transform convert go add put place include insert
+    draw paint show give bring back there should be i want let it its it's the a an some any into to with for by in on
+    of and now instead look looks more picture image scene whole entire remove delete erase get rid take away out drop
+    eliminate lose clear hide no too very really bit little lot""".split())
+
+
 class InstructionError(ValueError):
     """An instruction that cannot be applied; the message says why and what would work."""
+
+
+class AskBack(InstructionError):
+    """A word outside the vocabulary whose nearest value is too uncertain to act on; ``guess`` is it."""
+
+    def __init__(self, message: str, guess=None):
+        super().__init__(message)
+        self.guess = guess
+
+
+def unknown_phrase(clause: str) -> str:
+    """What is left of ``clause`` once verbs, small words and the nouns we know are taken out."""
+    known = "|".join(NOUNS.values())
+    words = [w for w in re.sub(rf"\b(?:{known})\b", " ", clause).split() if w.strip(",;.'") not in STOP]
+    return " ".join(words).strip(" ,;.'")
 
 
 def normalise(text: str) -> str:
@@ -158,8 +180,12 @@ def _nouns_in(clause: str) -> list[str]:
     return [a for a, rx in NOUNS.items() if re.search(rf"\b(?:{rx})\b", clause) and a != "time"]
 
 
-def parse_instruction(instruction: str, current: dict[str, str]) -> tuple[dict[str, str], list[str], list[str]]:
-    """The changes ``instruction`` asks for: ({attribute: value}, free text, notes)."""
+def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -> tuple[dict[str, str], list[str], list[str]]:
+    """The changes ``instruction`` asks for: ({attribute: value}, free text, notes).
+
+    resolve: maps a phrase outside the vocabulary to its nearest value (a `NearestValue`); a
+    confident guess is taken (and said in the notes), an unsure one raises AskBack. Without it,
+    unknown things to add become free text."""
     text = normalise(instruction)
     if not text.strip(" ,;.'"):
         raise InstructionError(f"the instruction is empty; try {EXAMPLES}")
@@ -173,7 +199,25 @@ def parse_instruction(instruction: str, current: dict[str, str]) -> tuple[dict[s
                                    "say which one you mean")
         changes[attr] = value
 
+    def nearest(clause: str, attributes, *, absent: bool = False) -> bool:
+        """Map the clause's unknown phrase to the nearest value of ``attributes``; False: none."""
+        phrase = unknown_phrase(clause)
+        guess = resolve(phrase, attributes) if resolve and phrase else None
+        if guess is None or guess.similarity < resolve.min_similarity:  # unrelated to anything we know
+            return False
+        value = ABSENT[guess.attribute] if absent else guess.value
+        said = f"{guess.attribute.replace('_', ' ')} {value}"
+        if not resolve.confident(guess) or (VERB_ADD.search(clause) and value == ABSENT.get(guess.attribute)):
+            raise AskBack(f"I do not know '{phrase}' in these pictures; the nearest I know is {said}, but I am not "
+                          f"sure (confidence {guess.confidence:.2f}). Say it with that word if you mean it, "
+                          f"or try {EXAMPLES}", guess)
+        want(guess.attribute, value, clause)
+        notes.append(f"I took '{phrase}' for {said} (confidence {guess.confidence:.2f})")
+        return True
+
     for clause in split_clauses(text):
+        if KEEP.search(clause):  # "make the clouds pink, keep the rest": keeping is what edits do anyway
+            continue
         found = find_mentions(clause)
         if VERB_REMOVE.search(clause):
             nouns = _nouns_in(clause)
@@ -182,6 +226,8 @@ def parse_instruction(instruction: str, current: dict[str, str]) -> tuple[dict[s
                 raise InstructionError(f"the ground cannot be removed; say what it should become instead "
                                        f"({', '.join(SCHEMA['terrain'])}), e.g. 'turn the mountains into a desert'")
             removable = [a for a in objects if a in ABSENT]
+            if not removable and nearest(clause, list(ABSENT), absent=True):
+                continue
             if not removable:
                 thing = VERB_REMOVE.sub("", clause).strip()
                 raise InstructionError(f"I do not know how to remove '{thing}' from this picture; I can remove the "
@@ -220,6 +266,10 @@ def parse_instruction(instruction: str, current: dict[str, str]) -> tuple[dict[s
             m = re.search(r"\b(?:into|with|to|for|by)\b (.*)$", clause)
             if m and find_mentions(m.group(1)):
                 target = m.group(1)
+            elif m and resolve and unknown_phrase(m.group(1)):  # "turn the hills into a tundra"
+                nouns = _nouns_in(clause[:m.start()]) or None
+                if nearest(m.group(1), nouns and nouns + (["cloud_color"] if "clouds" in nouns else [])):
+                    continue
         found = find_mentions(target)
         colour = re.search(rf"\b{COLOUR}\b", clause)
         if colour and not re.search(r"\bclouds?\b", clause) and not any(h[2] == "cloud_color" for h in found):
@@ -232,6 +282,10 @@ def parse_instruction(instruction: str, current: dict[str, str]) -> tuple[dict[s
                 if not any(h[2] == a for h in found) and PRESENT.get(a):
                     want(a, PRESENT[a], clause)
         if not found:
+            nouns = _nouns_in(clause)
+            scope = None if not nouns else nouns + (["cloud_color"] if "clouds" in nouns else [])
+            if resolve and nearest(clause, None if added else scope):
+                continue
             if added:
                 thing = VERB_ADD.sub("", clause).strip()
                 if thing and not any(h for h in find_mentions(thing)) and not _nouns_in(thing):
@@ -294,7 +348,8 @@ def repair(attributes: dict[str, str], asked: dict[str, str]) -> tuple[dict[str,
     return a, notes
 
 
-def apply_instruction(current: dict[str, str], instruction: str, free_text: list[str] | tuple[str, ...] = ()) -> Revision:
+def apply_instruction(current: dict[str, str], instruction: str, free_text: list[str] | tuple[str, ...] = (),
+                      resolve=None) -> Revision:
     """Revise ``current`` (the picture's attributes, full or partial) by ``instruction``.
 
     >>> apply_instruction({"time": "day", "water": "none", "terrain": "hills"}, "add a boat").notes
@@ -303,7 +358,7 @@ def apply_instruction(current: dict[str, str], instruction: str, free_text: list
     unknown = set(current) - set(SCHEMA)
     if unknown:
         raise ValueError(f"unknown scene attribute(s): {', '.join(sorted(unknown))}")
-    asked, free, notes = parse_instruction(instruction, current)
+    asked, free, notes = parse_instruction(instruction, current, resolve)
     revised, repair_notes = repair({**current, **asked}, asked)
     for attr, value in asked.items():
         if current.get(attr) == value and not any(attr.replace("_", " ") in n for n in notes):
