@@ -292,3 +292,26 @@ def test_rewriter_from_env(monkeypatch):
     monkeypatch.setenv("PIXELCHAT_LLM_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="PIXELCHAT_LLM_TIMEOUT must be a number"):
         rewriter_from_env()
+
+
+def test_a_session_uses_the_language_model_and_falls_back_when_it_fails(server, tiny_model):
+    from pixelchat import Session
+
+    s = Session(model=tiny_model, seed=2, checks=0, llm=LLMRewriter(server.base, "tiny-llm", timeout=0.5))
+    s.turn("hills by a lake")
+    server.script.content = json.dumps({"attributes": {"time": "sunset", "house": "yes"}, "reply": "dusk and a home"})
+    turn = s.turn("give it the feeling of coming home in the evening")  # beyond the built-in reader
+    assert turn.kind == "edit" and turn.node.attributes["time"] == "sunset" and turn.node.attributes["house"] == "yes"
+    assert "dusk and a home" in turn.reply
+    body = server.script.requests[-1]["body"]
+    assert body["model"] == "tiny-llm" and "coming home" in body["messages"][-1]["content"]
+    server.script.content = "I think the picture is lovely"  # nonsense: the built-in reader takes over
+    turn = s.turn("remove the house")
+    assert turn.kind == "edit" and turn.node.attributes["house"] == "no" and "read it myself" in turn.reply
+    server.script.content, server.script.delay = json.dumps({"attributes": {"snow": "yes"}}), 3.0  # too slow
+    turn = s.turn("add snow")
+    assert turn.kind == "edit" and turn.node.attributes["snow"] == "yes" and "did not help" in turn.reply
+    server.script.delay = 0.0
+    server.script.status, server.script.raw = 500, '{"error": {"message": "model not loaded"}}'
+    turn = s.turn("make it better")  # neither can read it: asked back, nothing changes
+    assert turn.kind == "ask" and s.current == 4

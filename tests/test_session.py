@@ -114,3 +114,82 @@ def test_self_check_reply_says_what_the_picture_shows(tiny_model, instruction, a
     assert ("not matched yet" in turn.reply) == (seen.get(attribute) != value), (turn.reply, seen)
     with pytest.raises(ValueError, match="checks"):
         Session(checks=9)
+
+
+def test_styles_and_palettes_are_turns_that_undo(tiny_model):
+    from pixelchat.vision.style import palette_report
+
+    s = Session(model=tiny_model, seed=3)
+    first = s.turn("a desert by day")
+    raw = np.asarray(first.images[0])
+    noir = s.turn("make it noir")
+    assert noir.kind == "style" and noir.node.style == "noir" and noir.node.parent == 1
+    shown = np.asarray(noir.images[0]).astype(int)
+    assert (shown[..., 0] == shown[..., 1]).all() and not np.array_equal(shown, raw)
+    assert np.array_equal(np.asarray(noir.node.image), raw)  # the model's own picture is kept underneath
+    assert noir.images[0].info["pixelchat"]["style"] == "noir"
+    edited = s.turn("add a house")  # later pictures keep the look
+    assert edited.kind == "edit" and edited.node.style == "noir"
+    pal = s.turn("palette #204060, #e0c080 #ffffff")
+    assert pal.kind == "palette" and pal.node.palette == ["#204060", "#e0c080", "#ffffff"]
+    assert palette_report(pal.images[0], pal.node.palette)["coverage"] == 1.0 and "now 100%" in pal.reply
+    bad = s.turn("palette #12345z")
+    assert bad.kind == "ask" and "#12345z" in bad.reply and s.current == pal.node.id
+    assert s.turn("make it night").kind == "edit"  # a time of day, not a style
+    assert s.turn("no style").node.style == "none"
+    assert s.turn("undo").node.style == "noir"
+    back = Session.from_json(s.to_json())
+    assert np.array_equal(np.asarray(back.node.output), np.asarray(s.node.output))
+    with pytest.raises(ValueError, match="known styles|unknown style"):
+        Session(style="no-such-style")
+
+
+def test_references_to_earlier_turns_and_asking_back(tiny_model):
+    s = Session(model=tiny_model, seed=6)
+    s.turn("hills by a lake with a boat")
+    assert s.node.attributes["boat"] == "yes"
+    s.turn("remove the boat")
+    assert s.node.attributes["boat"] == "no"
+    s.turn("make it night")
+    back = s.turn("bring back the boat")
+    assert back.kind == "edit" and back.node.attributes["boat"] == "yes" and "earlier" in back.reply
+    assert back.node.attributes["time"] == "night"  # only what was named comes back
+    asked = s.turn("add a spaceship")
+    assert asked.kind == "ask" and "not sure" in asked.reply and s.current == back.node.id
+    canoe = s.turn("remove the boat, then add a canoe")
+    assert canoe.kind == "ask" and "asks for both" in canoe.reply  # two wishes for one thing are asked back
+    mapped = s.turn("make it frosty")
+    assert mapped.kind == "edit" and mapped.node.attributes["snow"] == "yes" and "I took 'frosty'" in mapped.reply
+    plain = Session(model=tiny_model, seed=6, nearest=False)
+    plain.turn("hills by a lake")
+    assert plain.turn("make it frosty").kind == "ask"
+
+
+def test_chat_lists_styles_and_takes_a_palette(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from pixelchat.cli import app
+
+    script = tmp_path / "turns.txt"
+    script.write_text("/styles\nhills at night\n/style sepia\n/palette #000000 #ffffff\n")
+    r = CliRunner().invoke(app, ["chat", "--script", str(script), "--json", "--model", str(tiny_model), "--seed", "1",
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("noir") for line in lines) and any(line.startswith("pixel") for line in lines)
+    turns = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [t["kind"] for t in turns] == ["generate", "style", "palette"]
+    assert turns[2]["style"] == "sepia" and turns[2]["palette"] == ["#000000", "#ffffff"]
+    from PIL import Image
+
+    from pixelchat.imagefiles import read_record
+
+    last = Image.open(turns[2]["file"])
+    assert set(map(tuple, np.asarray(last.convert("RGB")).reshape(-1, 3).tolist())) <= {(0, 0, 0), (255, 255, 255)}
+    assert read_record(turns[2]["file"])["style"] == "sepia"
+    r = CliRunner().invoke(app, ["chat", "--script", str(script), "--model", str(tiny_model), "--style", "nope",
+                                 "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "nope" in r.output
+    r = CliRunner().invoke(app, ["chat", "--script", str(script), "--model", str(tiny_model),
+                                 "--llm-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "--llm-model" in r.output

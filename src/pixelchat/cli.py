@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,32 +152,55 @@ def chat(
     out: Path = typer.Option(Path("out/chat"), "--out", help="Folder for each turn's picture."),
     model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint; default: the shipped model."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed lock for new pictures."),
+    style: str = typer.Option("none", "--style", help="Style preset for new pictures (see /styles)."),
+    palette: Optional[str] = typer.Option(None, "--palette", help="Hex colours the pictures keep to, e.g. '#1d3557,#e63946'."),
+    checks: int = typer.Option(3, "--checks", help="Self-check attempts per change (0: off)."),
+    llm_url: Optional[str] = typer.Option(None, "--llm-url", help="An OpenAI-compatible endpoint that rewrites prompts "
+                                          "(e.g. http://127.0.0.1:11434/v1); default: $PIXELCHAT_LLM_URL."),
+    llm_model: Optional[str] = typer.Option(None, "--llm-model", help="The language model's name at --llm-url."),
+    open_images: bool = typer.Option(False, "--open", help="Open each new picture in the image viewer."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per turn."),
 ):
-    """Talk to a picture: draw, change, ask, undo. Commands: /undo /history /goto N /save /quit."""
+    """Talk to a picture: draw, change, ask, undo. Commands: /undo /history /goto N /styles /save /quit."""
     from pixelchat.conversation import Session
+    from pixelchat.conversation.llm import LLMRewriter, rewriter_from_env
     from pixelchat.imagefiles import save_png
+    from pixelchat.vision.style import load_styles
 
     with user_errors():
         writable_dir(out)
+        if llm_url:
+            if not llm_model:
+                raise ValueError("--llm-url needs --llm-model (the model's name at that endpoint)")
+            llm = LLMRewriter(llm_url, llm_model, api_key=os.environ.get("PIXELCHAT_LLM_API_KEY") or None)
+        else:
+            llm = rewriter_from_env()
         if session_file is not None and session_file.exists():
             session = Session.load(session_file)
+            session.llm = llm
         else:
-            session = Session(model=model, seed=seed)
+            session = Session(model=model, seed=seed, style=style, palette=palette, checks=checks, llm=llm)
         lines = script.read_text().splitlines() if script is not None else None
+
+    out_console = Console(highlight=False, soft_wrap=True)
 
     def say(turn) -> None:
         path = None
         if turn.images:
-            path = save_png(turn.images[0], out / f"turn-{turn.node.id}.png", turn.node.record)
+            record = turn.images[0].info.get("pixelchat") or turn.node.record
+            path = save_png(turn.images[0], out / f"turn-{turn.node.id}.png", record)
+            if open_images:
+                turn.images[0].show()
         if as_json:
             typer.echo(json.dumps({**turn.to_dict(), "file": str(path) if path else None}))
             return
-        typer.echo(turn.reply)
+        from rich.markup import escape
+
+        out_console.print(f"[bold]{escape(turn.reply)}[/bold]", highlight=False)
         if turn.node is not None and turn.kind not in ("describe", "ask"):
-            typer.echo(f"  prompt: {turn.prompt}")
+            out_console.print(f"  [dim]prompt:[/dim] {escape(turn.prompt)}", highlight=False)
         if path:
-            typer.echo(f"  picture: {path}")
+            out_console.print(f"  [dim]picture:[/dim] {escape(str(path))}", highlight=False)
 
     def run(line: str) -> bool:
         line = line.strip()
@@ -200,8 +224,14 @@ def chat(
                 typer.echo(f"saved {session.save(session_file)}")
             elif line == "/undo":
                 say(session.undo())
+            elif line == "/styles":
+                for st in load_styles().values():
+                    typer.echo(f"{st.name:10s} {st.description}")
+            elif line.startswith(("/style ", "/palette")):
+                say(session.turn(line))
             elif line.startswith("/"):
-                raise ValueError(f"unknown command {line.split()[0]}; commands: /undo /history /goto N /save /quit")
+                raise ValueError(f"unknown command {line.split()[0]}; commands: /undo /history /goto N /styles "
+                                 "/style NAME /palette COLOURS /save /quit")
             else:
                 say(session.turn(line))
         return True
@@ -214,7 +244,7 @@ def chat(
         else:
             while True:
                 try:
-                    line = input("you> ")
+                    line = out_console.input("[bold cyan]you>[/bold cyan] ")
                 except EOFError:
                     break
                 try:

@@ -311,7 +311,8 @@ class Session:
                 break
         result = best
         changes = revision.changes
-        said = ", ".join(f"{k.replace('_', ' ')} {before or '?'} → {after}" for k, (before, after) in changes.items())
+        said = ", ".join(f"{k.replace('_', ' ')}{f' {before}' if before else ''} → {after}"
+                         for k, (before, after) in changes.items())
         parts = [said or "nothing in the picture's attributes changed", *revision.notes]
         if best_missing:
             parts.append(f"not matched yet: {', '.join(best_missing)}")
@@ -336,7 +337,7 @@ class Session:
         current = {**self.seen(), **state}  # what was asked for wins over what shows
         revision = self._read(message, current)
         # A thing asked for that the describer already sees still counts: the user may not see it.
-        for attr, value in read_attributes(message).items():
+        for attr, value in (revision.asked or read_attributes(message)).items():
             if attr not in state and attr not in revision.changes and revision.attributes.get(attr) == value:
                 revision.changes[attr] = (None, value)
                 revision.notes = [n for n in revision.notes if not n.startswith(f"{attr.replace('_', ' ')} was already")]

@@ -18,6 +18,7 @@ from pixelchat.data.captions import scene_prompt
 from pixelchat.data.scenes import SCHEMA
 
 COLOUR = r"(?:fluffy white|snow-white|pastel pink|white|pink|rosy|gray|grey|dark|stormy)"
+OTHER_COLOUR = r"(?:purple|violet|red|crimson|blue|green|yellow|orange|brown|black|turquoise|teal)"
 CLOUD_COLOUR_WORDS = {"fluffy white": "white", "snow-white": "white", "white": "white", "pastel pink": "pink",
                       "pink": "pink", "rosy": "pink", "gray": "gray", "grey": "gray", "dark": "gray", "stormy": "gray"}
 FEW = r"(?:a few|some|scattered|a couple of|a single|one|a|two|three)"
@@ -54,7 +55,7 @@ PHRASES: list[tuple[str, str, str]] = [
     # trees
     (rf"{NEG} trees?|treeless|not a single tree", "trees", "none"),
     (rf"{FEW} trees?|dotted with trees|trees", "trees", "few"),
-    (r"(?:a |dense |pine |thick )?forests?|woods|woodland|jungle", "trees", "forest"),
+    (r"(?:a |dense |pine |thick )?forests?|forested|wooded|woods|woodland|jungle", "trees", "forest"),
     # house
     (rf"{NEG} (?:houses?|buildings?|homes?|cottages?|cabins?)", "house", "no"),
     (r"houses?|cottages?|cabins?|huts?|homes?|buildings?|farmhouse", "house", "yes"),
@@ -77,7 +78,8 @@ NOUNS = {  # words that name a thing without saying how much of it
 }
 
 VERB_REMOVE = re.compile(r"^(?:please )?(?:remove|delete|erase|take away|take out|get rid of|drop|eliminate|lose|"
-                         r"clear(?: away)?|no more|hide)\b")
+                         r"clear(?: away)?|no more|hide|cut down|chop down|cut|melt|dry up|drain|demolish|"
+                         r"tear down|take\b(?=.*\b(?:away|out|off)\b))\b")
 VERB_ADD = re.compile(r"^(?:please )?(?:add|put|place|include|insert|draw|paint|give it|show|bring(?: in| back)?|"
                       r"there should be|i want|let there be)\b")
 VERB_SET = re.compile(r"^(?:please )?(?:make|turn|change|switch|set|replace|swap|transform|convert|go|"
@@ -164,6 +166,7 @@ class Revision:
     notes: list[str] = field(default_factory=list)  # what was repaired or could not be done
     free_text: list[str] = field(default_factory=list)  # asked for, outside the scenes vocabulary
     prompt: str = ""  # the revised prompt
+    asked: dict[str, str] = field(default_factory=dict)  # what the instruction named, before repairs
 
     def to_dict(self) -> dict:
         return {"attributes": self.attributes, "changes": {k: list(v) for k, v in self.changes.items()},
@@ -271,11 +274,11 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
                 if nearest(m.group(1), nouns and nouns + (["cloud_color"] if "clouds" in nouns else [])):
                     continue
         found = find_mentions(target)
-        colour = re.search(rf"\b{COLOUR}\b", clause)
+        colour = re.search(rf"\b(?:{COLOUR}|{OTHER_COLOUR})\b", clause)
         if colour and not re.search(r"\bclouds?\b", clause) and not any(h[2] == "cloud_color" for h in found):
             raise InstructionError(f"only clouds can change colour in these pictures ('make the clouds "
-                                   f"{CLOUD_COLOUR_WORDS[colour.group(0)]}'); colouring whole pictures is not "
-                                   "supported by this model")
+                                   f"{CLOUD_COLOUR_WORDS.get(colour.group(0), 'pink')}'); colouring whole pictures "
+                                   "is not supported by this model (a palette or a style can recolour the result)")
         added = bool(VERB_ADD.search(clause))
         if added:  # "add clouds", "add the moon": a bare noun means the thing is there
             for a in _nouns_in(target):
@@ -365,7 +368,7 @@ def apply_instruction(current: dict[str, str], instruction: str, free_text: list
             notes.append(f"{attr.replace('_', ' ')} was already '{value}'")
     changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
     free_all = [*free_text, *free]
-    return Revision(revised, changes, notes + repair_notes, free_all, scene_prompt(revised, free_all))
+    return Revision(revised, changes, notes + repair_notes, free_all, scene_prompt(revised, free_all), asked)
 
 
 def looks_like_instruction(text: str) -> bool:
