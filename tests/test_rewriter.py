@@ -116,6 +116,10 @@ TABLE = [
     (NOW, "make it a desert at night without clouds",
      {"terrain": "desert", "time": "night", "celestial": "moon", "clouds": "none"}),
     (NOW, "add a forest but keep the lake", {"trees": "forest"}),
+    ({**NOW, "water": "none", "boat": "no"}, "put a lake in it and cut down the trees", {"water": "lake", "trees": "none"}),
+    (NIGHT, "no snow, remove the trees", {"snow": "no", "trees": "none"}),
+    (NOW, "pink clouds please; then hide the sun", {"cloud_color": "pink", "celestial": "none"}),
+    (NOW, "build a house and cover it in snow", {"house": "yes", "snow": "yes"}),
     # negations
     (NIGHT, "without the house", {"house": "no"}),
     (NIGHT, "I want no boats", {"boat": "no"}),
@@ -128,6 +132,14 @@ def test_phrasings_make_the_expected_changes(current, message, changes):
     got = {k: after for k, (_, after) in revision.changes.items() if after is not None}
     assert {k: v for k, v in got.items() if k not in ("boat", "cloud_color") or k in changes} == changes
     assert revision.prompt and all(revision.attributes[k] == v for k, v in changes.items())
+
+
+def test_a_message_with_any_instruction_in_it_is_read_as_one():
+    from pixelchat.text.instructions import looks_like_instruction
+
+    assert looks_like_instruction("no snow, remove the trees")
+    assert looks_like_instruction("pink clouds please; then hide the sun")
+    assert not looks_like_instruction("snowy hills at night with a house")
 
 
 def test_the_table_is_large_and_varied():

@@ -193,3 +193,22 @@ def test_chat_lists_styles_and_takes_a_palette(tiny_model, tmp_path):
     r = CliRunner().invoke(app, ["chat", "--script", str(script), "--model", str(tiny_model),
                                  "--llm-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "--llm-model" in r.output
+
+
+def test_a_conversation_can_start_from_the_users_picture(tiny_model, tmp_path):
+    from pixelchat.data.scenes import render_scene, sample_attributes
+
+    path = tmp_path / "mine.png"
+    render_scene(sample_attributes(np.random.default_rng(3), {"water": "lake"}), 64, 3).resize((48, 40)).save(path)
+    s = Session(model=tiny_model, seed=1)
+    opened = s.open(path)
+    assert opened.kind == "open" and opened.reply.startswith("I see") and opened.node.message == "open mine.png"
+    assert opened.images[0].size == (48, 40) and opened.node.record == {}
+    edited = s.turn("add a boat")
+    assert edited.kind == "edit" and edited.node.record["edit"]["source"]["how"] == "inversion"
+    assert Session.from_json(s.to_json()).nodes[1].image.size == (48, 40)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(Exception, match="(?i)image|picture"):
+        s.open(broken)
+    assert sorted(s.nodes) == [1, 2]  # nothing added by the failed open

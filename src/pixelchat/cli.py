@@ -161,7 +161,7 @@ def chat(
     open_images: bool = typer.Option(False, "--open", help="Open each new picture in the image viewer."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per turn."),
 ):
-    """Talk to a picture: draw, change, ask, undo. Commands: /undo /history /goto N /styles /save /quit."""
+    """Talk to a picture: draw, change, ask, undo. Commands: /open FILE /undo /history /goto N /styles /save /quit."""
     from pixelchat.conversation import Session
     from pixelchat.conversation.llm import LLMRewriter, rewriter_from_env
     from pixelchat.imagefiles import save_png
@@ -227,11 +227,16 @@ def chat(
             elif line == "/styles":
                 for st in load_styles().values():
                     typer.echo(f"{st.name:10s} {st.description}")
+            elif line.startswith("/open"):
+                arg = line.split(maxsplit=1)[1] if " " in line else ""
+                if not arg:
+                    raise ValueError("usage: /open FILE (a PNG, JPEG or WebP picture to talk about)")
+                say(session.open(Path(arg).expanduser()))
             elif line.startswith(("/style ", "/palette")):
                 say(session.turn(line))
             elif line.startswith("/"):
-                raise ValueError(f"unknown command {line.split()[0]}; commands: /undo /history /goto N /styles "
-                                 "/style NAME /palette COLOURS /save /quit")
+                raise ValueError(f"unknown command {line.split()[0]}; commands: /open FILE /undo /history /goto N "
+                                 "/styles /style NAME /palette COLOURS /save /quit")
             else:
                 say(session.turn(line))
         return True

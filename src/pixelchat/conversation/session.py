@@ -39,7 +39,8 @@ NEW_PICTURE = re.compile(r"^(?:please )?(?:draw|create|generate|paint|new pictur
 UNDO = re.compile(r"^(?:/undo|undo|go back|back|revert|undo that)[.! ]*$")
 VARY = re.compile(r"^(?:another one|another variation|new variation|a variation|vary it|variations?|"
                   r"try again|something similar|one more)[.! ]*$")
-CHECK_STRENGTHS = (0.35, 0.6, 0.85)  # how far each self-check attempt may move from the picture
+CHECK_STRENGTHS = (0.35, 0.6, 0.85)  # how far a self-check attempt may move from the picture, step by step
+MAX_CHECKS = 8
 STYLE = re.compile(r"^(?:/style\s+|(?:use|apply|switch to|try|give it)(?: the| a)? style\s+|style[: ]\s*|"
                    r"in (?:the |a )?style(?: of)?\s+|(?:make it|in|as) (?:an? )?)(?P<name>[a-z0-9_-]+)"
                    r"(?: style| look| filter)?[.! ]*$")
@@ -58,7 +59,7 @@ class Node:
     id: int
     parent: int | None
     message: str
-    kind: str  # generate | edit | vary
+    kind: str  # generate | edit | vary | open | style | palette
     prompt: str
     attributes: dict[str, str]
     reply: str
@@ -97,7 +98,7 @@ class Node:
 
 @dataclass
 class Turn:
-    kind: str  # generate | edit | vary | style | palette | describe | undo | goto | ask
+    kind: str  # generate | edit | vary | open | style | palette | describe | undo | goto | ask
     reply: str
     node: Node | None = None  # the current node after the turn
     images: list[Image.Image] = field(default_factory=list)
@@ -136,8 +137,8 @@ class Session:
                  nearest: bool = True):
         from pixelchat.vision.style import get_style, palette_hex
 
-        if not 0 <= checks <= len(CHECK_STRENGTHS):
-            raise ValueError(f"checks must be between 0 and {len(CHECK_STRENGTHS)}, got {checks}")
+        if not 0 <= checks <= MAX_CHECKS:
+            raise ValueError(f"checks must be between 0 and {MAX_CHECKS}, got {checks}")
         if not 0.0 <= palette_strength <= 1.0:
             raise ValueError(f"palette_strength must be between 0 and 1, got {palette_strength}")
         self.model = str(model) if model else None
@@ -275,6 +276,22 @@ class Session:
         node = self._add(message, "generate", prompt, named, reply, result)
         return Turn("generate", reply, node, [node.output])
 
+    def open(self, image, message: str = "") -> Turn:
+        """Start from a picture of the user's (a path or an image): it becomes a new turn, described,
+        and later changes edit it (after finding its latent by inversion)."""
+        from types import SimpleNamespace
+
+        from pixelchat.describe import as_image, describe
+
+        picture = as_image(image)
+        d = describe(picture, model=self.model)
+        name = message or (f"open {Path(image).name}" if isinstance(image, (str, Path)) else "open a picture")
+        picture.info.pop("pixelchat", None)
+        # Nothing is asked for yet: what the picture shows is the describer's to say (see `seen`).
+        node = self._add(name, "open", d.prompt, {}, f"I see {d.caption}",
+                         SimpleNamespace(image=picture, record={}))
+        return Turn("open", node.reply, node, [node.output])
+
     def _describe(self) -> Turn:
         from pixelchat.describe import describe
 
@@ -298,17 +315,30 @@ class Session:
             return Turn("ask", str(e), self.node)
         if not revision.changes and not revision.free_text:
             return Turn("ask", "; ".join(revision.notes) or "that is how the picture is already", self.node)
-        # 2. The image path: edit the picture from its latent, check, try again further out if unseen.
-        best, best_missing = None, None
-        for attempt, strength in enumerate(CHECK_STRENGTHS[:max(1, self.checks)]):
+        # 2. The image path: edit the picture from its latent; 3. the self-check: the describer reads
+        # the result against the revised prompt. An asked-for change it does not see is tried again
+        # further from the picture; something else that drifted away from the prompt is tried again
+        # as far out, with other candidates. The attempt that misses least is kept.
+        wanted = {k: after for k, (_, after) in revision.changes.items()}
+        before = self.seen()
+        level, best, best_score = 0, None, None
+        for attempt in range(max(1, self.checks)):
             seed = None if self.seed is None else self.seed + attempt
-            result = edit(self.node.image, message, model=self.model, seed=seed, strength=strength, revision=revision)
-            wanted = {k: after for k, (_, after) in revision.changes.items()}
-            missing = self._self_check(result.images[0].image, wanted) if self.checks else []
-            if best is None or len(missing) < len(best_missing):
-                best, best_missing = result, missing
-            if not missing:
+            result = edit(self.node.image, message, model=self.model, seed=seed, strength=CHECK_STRENGTHS[level],
+                          revision=revision)
+            if not self.checks:
+                best, best_check = result, ([], [], None)
                 break
+            check = self._self_check(result.images[0].image, wanted, revision.attributes, before)
+            missing, drifted, _ = check
+            score = (len(missing), len(drifted))
+            if best is None or score < best_score:
+                best, best_score, best_check = result, score, check
+            if not missing and not drifted:
+                break
+            if missing:
+                level = min(level + 1, len(CHECK_STRENGTHS) - 1)
+        best_missing, best_drifted, best_seen = best_check
         result = best
         changes = revision.changes
         said = ", ".join(f"{k.replace('_', ' ')}{f' {before}' if before else ''} → {after}"
@@ -316,9 +346,13 @@ class Session:
         parts = [said or "nothing in the picture's attributes changed", *revision.notes]
         if best_missing:
             parts.append(f"not matched yet: {', '.join(best_missing)}")
+        if best_drifted:
+            parts.append(f"also changed: {', '.join(best_drifted)}")
         reply = "; ".join(parts)
         stated = {k: v for k, v in revision.attributes.items() if k in self.node.attributes or k in changes}
         node = self._add(message, "edit", result.revised_prompt, stated, reply, result.images[0])
+        if best_seen is not None:
+            self._seen[node.id] = best_seen
         return Turn("edit", reply, node, [node.output])
 
     def seen(self, node: Node | None = None) -> dict[str, str]:
@@ -336,10 +370,15 @@ class Session:
         state = self.node.attributes  # what the conversation has asked for so far
         current = {**self.seen(), **state}  # what was asked for wins over what shows
         revision = self._read(message, current)
-        # A thing asked for that the describer already sees still counts: the user may not see it.
+        # Asking for what the prompt already says is a no-op only when the picture shows it too;
+        # otherwise the user is asking again for what did not show (or may not see what the
+        # describer sees), and it is redrawn.
+        seen = self.seen()
         for attr, value in (revision.asked or read_attributes(message)).items():
-            if attr not in state and attr not in revision.changes and revision.attributes.get(attr) == value:
-                revision.changes[attr] = (None, value)
+            if attr in revision.changes or revision.attributes.get(attr) != value:
+                continue
+            if attr not in state or seen.get(attr) != value:
+                revision.changes[attr] = (seen.get(attr) if seen.get(attr) != value else None, value)
                 revision.notes = [n for n in revision.notes if not n.startswith(f"{attr.replace('_', ' ')} was already")]
         return revision
 
@@ -396,15 +435,19 @@ class Session:
 
         return Revision(revised, changes, ["as it was earlier in this conversation", *notes], [], scene_prompt(revised))
 
-    def _self_check(self, image: Image.Image, wanted: dict[str, str]) -> list[str]:
-        """The asked-for changes the describer does not see in ``image``."""
-        if not wanted:
-            return []
+    def _self_check(self, image: Image.Image, wanted: dict[str, str], target: dict[str, str],
+                    before: dict[str, str]) -> tuple[list[str], list[str], dict[str, str]]:
+        """What the describer reads in ``image``: the asked-for changes it does not see, the other
+        attributes that matched the prompt before and do not now, and its reading."""
         from pixelchat.describe import describe
 
         seen = describe(image, model=self.model).attributes
-        return [f"{k.replace('_', ' ')} {v} (I see {seen.get(k, 'none')})" for k, v in wanted.items()
-                if seen.get(k) != v and not (k == "cloud_color" and seen.get("clouds") == "none")]
+        shows = lambda k, v, a: a.get(k) == v and not (k == "cloud_color" and a.get("clouds") == "none")  # noqa: E731
+        missing = [f"{k.replace('_', ' ')} {v} (I see {seen.get(k, 'none')})" for k, v in wanted.items()
+                   if not shows(k, v, seen) and not (k == "cloud_color" and seen.get("clouds") == "none")]
+        drifted = [f"{k.replace('_', ' ')} {v} → {seen.get(k, 'none')}" for k, v in target.items()
+                   if k not in wanted and shows(k, v, before) and not shows(k, v, seen)]
+        return missing, drifted, seen
 
     # --- files -------------------------------------------------------------------------------
 

@@ -174,8 +174,9 @@ class Revision:
 
 
 def split_clauses(text: str) -> list[str]:
-    parts = re.split(r"[,;.]| and then | then | and also | also | but | and (?=(?:make|add|remove|put|turn|change|set|"
-                     r"replace|get rid|take|no |more|less|fewer|give|draw|delete|drop)\b)", text)
+    parts = re.split(r"[,;.]| and then | then | and also | also | but | and (?=(?:make|add|remove|put|place|turn|change|"
+                     r"set|switch|replace|swap|get rid|take|no|more|less|fewer|give|draw|paint|delete|drop|erase|"
+                     r"clear|hide|cut|chop|melt|dry|drain|demolish|tear|build|cover|bring|show|let)\b)", text)
     return [p.strip(" '") for p in parts if p and p.strip(" '")]
 
 
@@ -373,6 +374,5 @@ def apply_instruction(current: dict[str, str], instruction: str, free_text: list
 
 def looks_like_instruction(text: str) -> bool:
     """An edit instruction ("make it night", "more clouds") rather than a description of the whole picture."""
-    t = normalise(text)
-    return bool(VERB_REMOVE.search(t) or VERB_ADD.search(t) or VERB_SET.search(t) or MORE.search(t)
-                or LESS.search(t) or DARKER.search(t) or BRIGHTER.search(t))
+    return any(VERB_REMOVE.search(c) or VERB_ADD.search(c) or VERB_SET.search(c) or MORE.search(c)
+               or LESS.search(c) or DARKER.search(c) or BRIGHTER.search(c) for c in split_clauses(normalise(text)))
