@@ -212,3 +212,23 @@ def test_a_conversation_can_start_from_the_users_picture(tiny_model, tmp_path):
     with pytest.raises(Exception, match="(?i)image|picture"):
         s.open(broken)
     assert sorted(s.nodes) == [1, 2]  # nothing added by the failed open
+
+
+def test_a_negative_prompt_keeps_things_out_until_allowed(tiny_model):
+    s = Session(model=tiny_model, seed=4, checks=0)
+    assert s.turn("avoid boats").kind == "negative" and s.negative == ["boat"]
+    first = s.turn("a lake among hills")
+    assert first.kind == "generate" and first.node.negative == ["boat"] and first.node.attributes["boat"] == "no"
+    assert "with no boats" in first.prompt
+    refused = s.turn("add a boat")
+    assert refused.kind == "ask" and "negative prompt" in refused.reply and s.current == first.node.id
+    assert s.turn("draw a lake with a boat").kind == "ask"
+    s.turn("add a house")
+    kept_out = s.turn("never show a house")  # there is one now: it is taken out, as an edit
+    assert kept_out.kind == "edit" and kept_out.node.attributes["house"] == "no"
+    assert kept_out.node.negative == ["boat", "house"] and kept_out.reply.startswith("kept out from now on: house")
+    allowed = s.turn("allow boats")
+    assert allowed.kind == "negative" and allowed.node.negative == ["house"]
+    assert s.turn("add a boat").kind == "edit"
+    assert s.turn("avoid dragons").kind == "ask"
+    assert Session.from_json(s.to_json()).node.negative == ["house"]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pixelchat.text.instructions import NOUNS, InstructionError, Revision, looks_like_instruction, read_attributes, repair
+from pixelchat.text.instructions import ABSENT, NOUNS, InstructionError, Revision, looks_like_instruction, read_attributes, repair
 
 FORMAT = "pixelchat-session"
 FORMAT_VERSION = 1
@@ -51,6 +51,11 @@ NO_PALETTE = re.compile(r"^(?:no palette|remove the palette|drop the palette|wit
                         r"palette[: ]\s*none)[.! ]*$")
 RESTORE = re.compile(r"^(?:please )?(?:bring back|put back|restore|give me back|get back|return)\b|"
                      r"\b(?:back|as (?:it was )?before|like before|as it was)[.! ]*$")
+NEGATIVE = re.compile(r"^(?:negative(?: prompt)?|avoid|never (?:add|show|draw)?|keep out|i never want)\b[: ]*(?P<what>.+)$")
+ALLOW = re.compile(r"^(?:allow|stop avoiding|you may (?:add|draw|show)|no longer avoid)\b[: ]*(?P<what>.+)$")
+# How a new picture's prompt says that a thing in the negative prompt is not there.
+WITHOUT = {"celestial": "with no sun or moon", "clouds": "with a clear sky", "snow": "without snow",
+           "water": "far from water", "trees": "with no trees", "house": "with no house", "boat": "with no boats"}
 QUESTION = re.compile(r"\?\s*$|^(?:what|which|is there|are there|does it|do you see|describe|how many|tell me)\b")
 
 
@@ -59,7 +64,7 @@ class Node:
     id: int
     parent: int | None
     message: str
-    kind: str  # generate | edit | vary | open | style | palette
+    kind: str  # generate | edit | vary | open | style | palette | negative
     prompt: str
     attributes: dict[str, str]
     reply: str
@@ -69,6 +74,7 @@ class Node:
     style: str = "none"  # the style preset shown over it
     palette: list[str] = field(default_factory=list)  # hex colours the shown picture keeps to
     palette_strength: float = 1.0
+    negative: list[str] = field(default_factory=list)  # attributes kept out of every picture ("avoid boats")
 
     @property
     def image(self) -> Image.Image | None:
@@ -98,7 +104,7 @@ class Node:
 
 @dataclass
 class Turn:
-    kind: str  # generate | edit | vary | open | style | palette | describe | undo | goto | ask
+    kind: str  # generate | edit | vary | open | style | palette | negative | describe | undo | goto | ask
     reply: str
     node: Node | None = None  # the current node after the turn
     images: list[Image.Image] = field(default_factory=list)
@@ -149,6 +155,7 @@ class Session:
         self.style = get_style(style).name  # for the first picture; later ones keep the current node's
         self.palette = palette_hex(palette) if palette else []
         self.palette_strength = palette_strength
+        self.negative: list[str] = []  # before the first picture; afterwards each node carries its own
         self.llm = llm  # an LLMRewriter, or None for the built-in reader alone
         self.nearest = nearest  # map unknown words to the nearest known value (else: free text)
         self._resolve = None
@@ -195,7 +202,8 @@ class Session:
         """A new node under the current one; ``result`` None keeps the current picture (a new look)."""
         here = self.node
         look = {"style": here.style if here else self.style, "palette": here.palette if here else self.palette,
-                "palette_strength": here.palette_strength if here else self.palette_strength, **look}
+                "palette_strength": here.palette_strength if here else self.palette_strength,
+                "negative": list(here.negative) if here else list(self.negative), **look}
         node = Node(id=max(self.nodes, default=0) + 1, parent=self.current, message=message, kind=kind,
                     prompt=prompt, attributes=dict(attributes), reply=reply,
                     record=result.record if result else here.record,
@@ -218,6 +226,8 @@ class Session:
         look = self._look(low)
         if look is not None:
             return look
+        if NEGATIVE.match(low) or ALLOW.match(low):
+            return self._negative(low)
         if self.node is None or NEW_PICTURE.match(low):
             prompt = NEW_PICTURE.sub("", low, count=1).strip() if NEW_PICTURE.match(low) else text
             return self._generate(text, prompt or text)
@@ -270,11 +280,52 @@ class Session:
     def _generate(self, message: str, prompt: str) -> Turn:
         from pixelchat.generate import generate_records
 
+        negative = self.node.negative if self.node else self.negative
+        named = read_attributes(prompt)
+        clash = [a for a in negative if a in named and named[a] != ABSENT[a]]
+        if clash:
+            return Turn("ask", self._clash(clash), self.node)
+        prompt = ", ".join([prompt, *(WITHOUT[a] for a in negative if a not in named)])
         result = generate_records(prompt, 1, self.seed, model=self.model)[0]
         named = read_attributes(prompt)
         reply = "here it is" + (f" ({', '.join(f'{k} {v}' for k, v in named.items())})" if named else "")
         node = self._add(message, "generate", prompt, named, reply, result)
         return Turn("generate", reply, node, [node.output])
+
+    @staticmethod
+    def _clash(attributes: list[str]) -> str:
+        names = ", ".join(a.replace("_", " ") for a in attributes)
+        return f"{names} {'is' if len(attributes) == 1 else 'are'} in the negative prompt; say 'allow {names}' first"
+
+    def _negative(self, low: str) -> Turn:
+        """"avoid boats": keep a thing out of this picture and every later one; "allow boats" undoes it."""
+        allow = ALLOW.match(low)
+        what = (allow or NEGATIVE.match(low)).group("what")
+        named = [a for a, rx in NOUNS.items() if a in ABSENT and re.search(rf"\b(?:{rx})\b", what)]
+        if not named:
+            return Turn("ask", f"I can keep these out of a picture: {', '.join(WITHOUT)}; not '{what}'", self.node)
+        current = self.node.negative if self.node else self.negative
+        negative = [a for a in current if a not in named] if allow else sorted({*current, *named})
+        said = ", ".join(a.replace("_", " ") for a in named)
+        if self.node is None:
+            self.negative = negative
+            return Turn("negative", f"{'allowed' if allow else 'kept out of the pictures to come'}: {said}")
+        present = [a for a in named if not allow and {**self.seen(), **self.node.attributes}.get(a, ABSENT[a]) != ABSENT[a]]
+        if present:  # it is in the picture now: take it out, as an edit
+            current = {**self.seen(), **self.node.attributes}
+            asked = {a: ABSENT[a] for a in present}
+            revised, notes = repair({**current, **asked}, asked)
+            changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
+            from pixelchat.data.captions import scene_prompt
+
+            turn = self._edit(low, Revision(revised, changes, notes, [], scene_prompt(revised), asked))
+            if turn.kind == "edit":
+                turn.node.negative = negative
+                turn.reply = f"kept out from now on: {said}; {turn.reply}"
+            return turn
+        node = self._add(low, "negative", self.node.prompt, self.node.attributes,
+                         f"{'allowed again' if allow else 'kept out from now on'}: {said}", negative=negative)
+        return Turn("negative", node.reply, node, [node.output])
 
     def open(self, image, message: str = "") -> Turn:
         """Start from a picture of the user's (a path or an image): it becomes a new turn, described,
@@ -305,12 +356,12 @@ class Session:
         node = self._add(message, "vary", self.node.prompt, self.node.attributes, "a variation of it", result)
         return Turn("vary", node.reply, node, [node.output])
 
-    def _edit(self, message: str) -> Turn:
+    def _edit(self, message: str, revision: Revision | None = None) -> Turn:
         from pixelchat.edit import edit
 
-        # 1. The text path: the revised prompt.
+        # 1. The text path: the revised prompt (unless the caller has it).
         try:
-            revision = self.revise(message)
+            revision = revision or self.revise(message)
         except InstructionError as e:
             return Turn("ask", str(e), self.node)
         if not revision.changes and not revision.free_text:
@@ -373,6 +424,10 @@ class Session:
         # Asking for what the prompt already says is a no-op only when the picture shows it too;
         # otherwise the user is asking again for what did not show (or may not see what the
         # describer sees), and it is redrawn.
+        clash = [a for a in self.node.negative if revision.attributes.get(a, ABSENT[a]) != ABSENT[a]
+                 and a in revision.changes]
+        if clash:
+            raise InstructionError(self._clash(clash))
         seen = self.seen()
         for attr, value in (revision.asked or read_attributes(message)).items():
             if attr in revision.changes or revision.attributes.get(attr) != value:
@@ -453,7 +508,7 @@ class Session:
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model, "seed": self.seed,
-                "checks": self.checks, "style": self.style, "palette": self.palette,
+                "checks": self.checks, "style": self.style, "palette": self.palette, "negative": self.negative,
                 "palette_strength": self.palette_strength,
                 "created": self.created, "current": self.current, "nodes": [asdict(n) for n in self.nodes.values()]}
 
@@ -469,6 +524,7 @@ class Session:
         s = cls(model=d.get("model"), seed=d.get("seed"), checks=int(d.get("checks", 3)),
                 style=d.get("style", "none"), palette=d.get("palette") or None,
                 palette_strength=float(d.get("palette_strength", 1.0)))
+        s.negative = [a for a in d.get("negative", []) if a in ABSENT]
         s.created = d.get("created", s.created)
         try:
             for raw in d["nodes"]:
