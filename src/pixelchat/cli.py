@@ -16,6 +16,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Conversational image creation that runs offline on a CPU.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: export the procedural scenes set.")
 app.add_typer(data_app, name="data")
+users_app = typer.Typer(no_args_is_help=True, help="Server accounts.")
+app.add_typer(users_app, name="users")
+keys_app = typer.Typer(no_args_is_help=True, help="Server API keys.")
+app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
 
 
@@ -458,6 +462,65 @@ def data_export(
             raise ValueError(f"unknown dataset {name!r}; available: scenes")
         meta = export_scenes(out, n, size, split=split, first_seed=first_seed, progress=err.is_terminal)
     typer.echo(str(meta))
+
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+):
+    """Run the server: the OpenAI-compatible images API (and our own) at http://HOST:PORT/v1.
+    Settings come from PIXELCHAT_* environment variables (PIXELCHAT_DATA_DIR, PIXELCHAT_DATABASE_URL, ...)."""
+    import uvicorn
+
+    from pixelchat.server.app import create_app
+    from pixelchat.server.config import Settings
+
+    with user_errors():
+        if not 1 <= port <= 65535:
+            raise ValueError(f"--port must be between 1 and 65535, got {port}")
+        application = create_app(Settings())  # migrations run here, before the first request
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+def _admin_db():
+    from pixelchat.server.config import Settings
+    from pixelchat.server.db import migrate, session_factory
+
+    settings = Settings()
+    migrate(settings.database)
+    return session_factory(settings.database)()
+
+
+@users_app.command("create")
+def users_create(
+    name: str = typer.Argument(..., help="The new user's name."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read a password from standard input."),
+):
+    """Create a server account."""
+    from pixelchat.server.admin import create_user
+
+    with user_errors():
+        password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+        with _admin_db() as db:
+            create_user(db, name, password)
+    typer.echo(f"created user {name}")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: str = typer.Argument(..., help="The user the key acts as."),
+    key_name: str = typer.Option("default", "--name", help="A label for the key."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"key": ...}.'),
+):
+    """Create an API key; it is printed once and stored only as a hash."""
+    from pixelchat.server.admin import create_key
+
+    with user_errors():
+        with _admin_db() as db:
+            key = create_key(db, user, key_name)
+    typer.echo(json.dumps({"key": key}) if as_json else key)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ A1111-style ``parameters`` line (read by many image tools)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -29,14 +30,21 @@ def a1111_parameters(record: dict) -> str:
     return "\n".join(lines)
 
 
-def save_png(image: Image.Image, path: str | os.PathLike, record: dict) -> Path:
-    """Write ``image`` with ``record`` embedded; written to a temporary name first, so no half files."""
-    path = Path(path)
+def png_bytes(image: Image.Image, record: dict) -> bytes:
+    """``image`` as PNG bytes with ``record`` embedded (our JSON and the A1111 ``parameters`` line)."""
     info = PngImagePlugin.PngInfo()
     info.add_itxt(RECORD_KEY, json.dumps(record, separators=(",", ":")))
     info.add_text(PARAMETERS_KEY, a1111_parameters(record))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, record: dict) -> Path:
+    """Write ``image`` with ``record`` embedded; written to a temporary name first, so no half files."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", pnginfo=info)
+    tmp.write_bytes(png_bytes(image, record))
     os.replace(tmp, path)
     return path
 

@@ -1,0 +1,1 @@
+"""The pixelchat server: `create_app(settings)` (FastAPI), run by `pixelchat serve`."""

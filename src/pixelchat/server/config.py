@@ -1,0 +1,50 @@
+"""The server's settings: one typed object, read from `PIXELCHAT_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "pixelchat"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PIXELCHAT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Database, images and the secret key live here.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir.")
+    model: str | None = Field(None, description="The checkpoint served; default: the shipped model.")
+    secret_key: str | None = Field(None, description="Signs image URLs; default: generated once into data_dir.")
+    url_ttl_s: int = Field(3600, ge=10, description="How long a signed image URL stays valid.")
+    public_url: str | None = Field(None, description="Base URL in returned image links; default: the request's.")
+    max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'pixelchat.db'}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    def signing_key(self) -> bytes:
+        """The configured secret, or one made once and kept in the data folder (owner-only)."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

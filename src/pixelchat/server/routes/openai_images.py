@@ -1,0 +1,183 @@
+"""The OpenAI-compatible images API: `POST /v1/images/generations`, `GET /v1/models`, and the
+signed image links that ``response_format="url"`` returns.
+
+Requests take OpenAI's fields; the extras other compatible servers accept (``seed``,
+``negative_prompt``, ``style``) work the same here. Every picture made is stored (PNG with its
+record) under the user's account.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+import time
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from pixelchat.server.deps import CurrentUser, SessionDep, SettingsDep
+from pixelchat.server.errors import APIError
+from pixelchat.server.models import ImageRow
+from pixelchat.server.security import sign, signature_ok
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_engine_lock = threading.Lock()  # one generator call at a time until the batching queue takes this over
+
+
+class GenerationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=1000)
+    model: str | None = None
+    n: int = Field(1, ge=1, le=10)
+    size: str | None = Field(None, description="'WxH' among the served model's sizes, or 'auto'.")
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_compression: int | None = Field(None, ge=0, le=100)
+    quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None
+    background: Literal["auto", "opaque"] | None = None
+    moderation: Literal["auto", "low"] | None = None
+    user: str | None = Field(None, max_length=256)
+    # extras accepted by other OpenAI-compatible image servers
+    seed: int | None = Field(None, ge=0)
+    negative_prompt: str | None = Field(None, max_length=1000)
+    style: str | None = Field(None, description="A style preset ('vivid', 'noir', ...; 'natural' means none).")
+
+
+class ImageData(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageData]
+    output_format: str
+    size: str
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "pixelchat"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+def served(request: Request):
+    from pixelchat.engines import load_engine
+
+    return load_engine(request.app.state.settings.model)
+
+
+def check_model(request: Request, model: str | None):
+    engine = served(request)
+    if model not in (None, "", engine.info.id):
+        raise APIError(404, f"The model '{model}' does not exist; this server has '{engine.info.id}' (GET /v1/models).",
+                       param="model", code="model_not_found")
+    return engine
+
+
+def check_size(engine, size: str | None) -> str:
+    native = f"{engine.info.size}x{engine.info.size}"
+    if size not in (None, "auto", native):
+        raise APIError(400, f"size {size!r} is not supported by {engine.info.id}; supported: {native!r} or 'auto'",
+                       param="size", code="invalid_size")
+    return native
+
+
+def encode(image, fmt: str, compression: int | None, record: dict) -> bytes:
+    from pixelchat.imagefiles import png_bytes
+    from pixelchat.server.uploads import encode_image
+
+    if fmt == "png":
+        return png_bytes(image, record)
+    return encode_image(image, fmt, quality=compression if compression is not None else 90)
+
+
+def image_url(request: Request, settings, image_id: str, fmt: str) -> str:
+    expires = int(time.time()) + settings.url_ttl_s
+    signature = sign(settings.signing_key(), f"{image_id}.{fmt}:{expires}")
+    base = (settings.public_url or str(request.base_url)).rstrip("/")
+    return f"{base}/v1/images/files/{image_id}.{fmt}?expires={expires}&signature={signature}"
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(request: Request, user: CurrentUser) -> ModelList:
+    info = served(request).info
+    return ModelList(data=[Model(id=info.id, created=int(request.app.state.started))])
+
+
+@router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
+def create_images(body: GenerationRequest, request: Request, user: CurrentUser, db: SessionDep,
+                  settings: SettingsDep) -> ImagesResponse:
+    from pixelchat.engines import GenerateRequest, UnsupportedOperation
+    from pixelchat.vision.style import apply_style, get_style
+
+    engine = check_model(request, body.model)
+    size = check_size(engine, body.size)
+    style = None
+    if body.style and body.style != "natural":
+        try:
+            style = get_style(body.style)
+        except ValueError as e:
+            raise APIError(400, str(e), param="style", code="invalid_value") from None
+    try:
+        with _engine_lock:
+            results = engine.generate(GenerateRequest(prompt=body.prompt, n=body.n, seed=body.seed,
+                                                      negative_prompt=body.negative_prompt or None))
+    except UnsupportedOperation as e:
+        raise APIError(400, str(e), param="negative_prompt", code="unsupported_parameter") from None
+    except ValueError as e:
+        raise APIError(400, str(e), code="invalid_value") from None
+    data = []
+    for r in results:
+        image, record = r.image, dict(r.record)
+        if style is not None:
+            image, record["style"] = apply_style(image, style), style.name
+        png = encode(image, "png", None, record)
+        row = ImageRow(id=secrets.token_hex(16), user_id=user.id, sha256=request.app.state.store.put(png),
+                       prompt=body.prompt, record=record)
+        db.add(row)
+        if body.response_format == "url":
+            data.append(ImageData(url=image_url(request, settings, row.id, body.output_format), revised_prompt=body.prompt))
+        else:
+            raw = png if body.output_format == "png" else encode(image, body.output_format, body.output_compression, record)
+            data.append(ImageData(b64_json=base64.b64encode(raw).decode(), revised_prompt=body.prompt))
+    db.commit()
+    return ImagesResponse(created=int(time.time()), data=data, output_format=body.output_format, size=size)
+
+
+@router.get("/images/files/{name}", response_class=Response, include_in_schema=True,
+            responses={200: {"content": {m: {} for m in MEDIA.values()}}})
+def image_file(name: str, expires: int, signature: str, request: Request, db: SessionDep,
+               settings: SettingsDep) -> Response:
+    """A picture behind a signed, expiring link (no API key needed: the signature is the key)."""
+    image_id, _, fmt = name.partition(".")
+    if fmt not in MEDIA or not signature_ok(settings.signing_key(), f"{image_id}.{fmt}:{expires}", signature):
+        raise APIError(404, "No such image.", code="not_found")
+    if expires < time.time():
+        raise APIError(404, "This image link has expired; ask for the image again.", code="expired")
+    row = db.get(ImageRow, image_id)
+    if row is None:
+        raise APIError(404, "No such image.", code="not_found")
+    png = request.app.state.store.get(row.sha256)
+    if fmt == "png":
+        data = png
+    else:
+        from io import BytesIO
+
+        from PIL import Image
+
+        data = encode(Image.open(BytesIO(png)).convert("RGB"), fmt, None, row.record)
+    return Response(data, media_type=MEDIA[fmt], headers={"X-Content-Type-Options": "nosniff",
+                                                          "Cache-Control": "private, max-age=3600"})

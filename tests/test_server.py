@@ -1,0 +1,164 @@
+"""The server in-process (TestClient) and as a real uvicorn process driven by the `openai` package."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from pixelchat.server.admin import create_key, create_user  # noqa: E402
+from pixelchat.server.app import create_app  # noqa: E402
+from pixelchat.server.config import Settings  # noqa: E402
+
+
+@pytest.fixture
+def server(tmp_path, tiny_model):
+    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model), secret_key="test-secret")
+    app = create_app(settings)
+    with app.state.sessions() as db:
+        create_user(db, "ada", "correct horse")
+        create_user(db, "bob")
+        keys = {"ada": create_key(db, "ada"), "bob": create_key(db, "bob")}
+    client = TestClient(app)
+    client.keys = keys
+    client.as_user = lambda who="ada": {"Authorization": f"Bearer {keys[who]}"}
+    return client
+
+
+def error_of(r, status: int) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+def test_health_needs_no_key_and_everything_else_does(server):
+    assert server.get("/health").json() == {"status": "ok"}
+    err = error_of(server.post("/v1/images/generations", json={"prompt": "hills"}), 401)
+    assert err["code"] == "invalid_api_key" and "Bearer" in err["message"]
+    err = error_of(server.get("/v1/models", headers={"Authorization": "Bearer pc-wrong"}), 401)
+    assert err["message"] == "Incorrect API key provided."
+    assert server.get("/v1/models", headers=server.as_user()).json()["data"][0]["object"] == "model"
+
+
+def test_generations_return_pictures_with_their_records(server):
+    r = server.post("/v1/images/generations", headers=server.as_user(),
+                    json={"prompt": "hills at night", "n": 2, "seed": 5, "size": "32x32"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["data"]) == 2 and body["size"] == "32x32" and body["output_format"] == "png"
+    first = Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"])))
+    assert first.size == (32, 32) and json.loads(first.text["pixelchat"])["seed"] == 5
+    assert body["data"][0]["revised_prompt"] == "hills at night"
+    again = server.post("/v1/images/generations", headers=server.as_user("bob"),
+                        json={"prompt": "hills at night", "seed": 5}).json()
+    assert again["data"][0]["b64_json"] == body["data"][0]["b64_json"]  # same prompt, seed and model: same pixels
+    for fmt, magic in (("jpeg", b"\xff\xd8"), ("webp", b"RIFF")):
+        r = server.post("/v1/images/generations", headers=server.as_user(),
+                        json={"prompt": "a desert", "output_format": fmt, "output_compression": 80})
+        assert base64.b64decode(r.json()["data"][0]["b64_json"]).startswith(magic)
+
+
+def test_url_responses_are_signed_and_expire(server, monkeypatch):
+    r = server.post("/v1/images/generations", headers=server.as_user(),
+                    json={"prompt": "a lake", "response_format": "url", "style": "noir"})
+    url = r.json()["data"][0]["url"]
+    got = server.get(url)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+    assert got.headers["x-content-type-options"] == "nosniff"
+    pixels = Image.open(io.BytesIO(got.content)).convert("RGB")
+    assert all(p[0] == p[1] == p[2] for p in pixels.getdata())  # the noir style was applied
+    assert error_of(server.get(url.replace("signature=", "signature=0")), 404)["code"] == "not_found"
+    assert server.get(url.replace(".png?", ".webp?")).status_code == 404  # the signature covers the format
+    import pixelchat.server.routes.openai_images as routes
+
+    later = time.time() + 10 * 3600
+    monkeypatch.setattr(routes.time, "time", lambda: later)
+    assert error_of(server.get(url), 404)["code"] == "expired"
+
+
+@pytest.mark.parametrize("body, param, status", [
+    ({"prompt": "hills", "n": 11}, "n", 400),
+    ({"prompt": ""}, "prompt", 400),
+    ({"prompt": "hills", "size": "1024x1024"}, "size", 400),
+    ({"prompt": "hills", "response_format": "gif"}, "response_format", 400),
+    ({"prompt": "hills", "colour": "red"}, "colour", 400),
+    ({"prompt": "hills", "style": "baroque"}, "style", 400),
+    ({"prompt": "hills", "negative_prompt": "boats"}, "negative_prompt", 400),
+    ({"prompt": "hills", "model": "dall-e-3"}, "model", 404),
+])
+def test_bad_requests_get_openai_errors(server, body, param, status):
+    err = error_of(server.post("/v1/images/generations", headers=server.as_user(), json=body), status)
+    assert err["param"] == param and err["message"]
+
+
+def test_migrations_go_down_and_up(tmp_path):
+    from sqlalchemy import inspect
+
+    from pixelchat.server.db import downgrade, get_engine, migrate
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    migrate(url)
+    assert {"users", "api_keys", "images"} <= set(inspect(get_engine(url)).get_table_names())
+    downgrade(url, "base")
+    assert "users" not in inspect(get_engine(url)).get_table_names()
+    migrate(url)
+    assert "images" in inspect(get_engine(url)).get_table_names()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_openai_client_talks_to_a_real_server(tmp_path, tiny_model):
+    openai = pytest.importorskip("openai")
+    env = {**os.environ, "PIXELCHAT_DATA_DIR": str(tmp_path / "data"), "PIXELCHAT_MODEL": str(tiny_model)}
+    cli = [sys.executable, "-m", "pixelchat.cli"]
+    subprocess.run([*cli, "users", "create", "ada"], env=env, check=True, capture_output=True)
+    out = subprocess.run([*cli, "keys", "create", "ada", "--json"], env=env, check=True, capture_output=True, text=True)
+    key = json.loads(out.stdout)["key"]
+    port = free_port()
+    proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=30)
+        for _ in range(300):  # wait for the server to listen
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                if proc.poll() is not None:
+                    pytest.fail(proc.stdout.read())
+                time.sleep(0.1)
+        result = client.images.generate(prompt="a lake at sunset", n=2, size="32x32", response_format="b64_json",
+                                        extra_body={"seed": 3})
+        assert len(result.data) == 2 and result.data[0].revised_prompt == "a lake at sunset"
+        assert Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json))).size == (32, 32)
+        linked = client.images.generate(prompt="a desert", response_format="url")
+        import httpx
+
+        assert httpx.get(linked.data[0].url).headers["content-type"] == "image/png"
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.images.generate(prompt="a lake", size="1024x1024")
+        assert bad.value.body["param"] == "size" if isinstance(bad.value.body, dict) else True
+        with pytest.raises(openai.NotFoundError):
+            client.images.generate(prompt="a lake", model="dall-e-3")
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=base, api_key="pc-nope", max_retries=0).images.generate(prompt="a lake")
+    finally:
+        proc.terminate()
+        proc.wait(10)
