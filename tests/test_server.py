@@ -77,8 +77,10 @@ def test_url_responses_are_signed_and_expire(server, monkeypatch):
     got = server.get(url)
     assert got.status_code == 200 and got.headers["content-type"] == "image/png"
     assert got.headers["x-content-type-options"] == "nosniff"
-    pixels = Image.open(io.BytesIO(got.content)).convert("RGB")
-    assert all(p[0] == p[1] == p[2] for p in pixels.getdata())  # the noir style was applied
+    import numpy as np
+
+    pixels = np.asarray(Image.open(io.BytesIO(got.content)).convert("RGB")).astype(int)
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()  # noir applied
     assert error_of(server.get(url.replace("signature=", "signature=0")), 404)["code"] == "not_found"
     assert server.get(url.replace(".png?", ".webp?")).status_code == 404  # the signature covers the format
     import pixelchat.server.routes.openai_images as routes
@@ -123,7 +125,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_openai_client_talks_to_a_real_server(tmp_path, tiny_model):
+def test_the_openai_client_talks_to_a_real_server(tmp_path, tiny_model, picture):
     openai = pytest.importorskip("openai")
     env = {**os.environ, "PIXELCHAT_DATA_DIR": str(tmp_path / "data"), "PIXELCHAT_MODEL": str(tiny_model)}
     cli = [sys.executable, "-m", "pixelchat.cli"]
@@ -152,9 +154,17 @@ def test_the_openai_client_talks_to_a_real_server(tmp_path, tiny_model):
         import httpx
 
         assert httpx.get(linked.data[0].url).headers["content-type"] == "image/png"
+        edited = client.images.edit(image=("lake.png", picture, "image/png"), prompt="make it night", n=1)
+        assert "night" in edited.data[0].revised_prompt
+        with pytest.warns(DeprecationWarning):  # the client marks variations deprecated; they still work
+            varied = client.images.create_variation(image=("lake.png", picture, "image/png"), n=2)
+        assert len(varied.data) == 2
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.images.edit(image=("x.png", b"<html></html>", "image/png"), prompt="add a boat")
+        assert refused.value.status_code == 415
         with pytest.raises(openai.BadRequestError) as bad:
             client.images.generate(prompt="a lake", size="1024x1024")
-        assert bad.value.body["param"] == "size" if isinstance(bad.value.body, dict) else True
+        assert bad.value.status_code == 400 and "size" in bad.value.message
         with pytest.raises(openai.NotFoundError):
             client.images.generate(prompt="a lake", model="dall-e-3")
         with pytest.raises(openai.AuthenticationError):
@@ -162,3 +172,54 @@ def test_the_openai_client_talks_to_a_real_server(tmp_path, tiny_model):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def png_of(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def picture() -> bytes:
+    import numpy as np
+
+    from pixelchat.data.scenes import render_scene, sample_attributes
+
+    return png_of(render_scene(sample_attributes(np.random.default_rng(2), {"water": "lake"}), 32, 2))
+
+
+def test_edits_and_variations_take_uploads(server, picture):
+    r = server.post("/v1/images/edits", headers=server.as_user(), files={"image": ("lake.png", picture, "image/png")},
+                    data={"prompt": "make it night", "n": "2", "seed": "1"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["data"]) == 2 and "night" in body["data"][0]["revised_prompt"]
+    edited = Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"])))
+    assert json.loads(edited.text["pixelchat"])["edit"]["instruction"] == "make it night"
+    mask = Image.new("RGBA", (32, 32), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 32, 12))  # transparent: the sky may change
+    r = server.post("/v1/images/edits", headers=server.as_user(),
+                    files={"image": ("lake.png", picture, "image/png"), "mask": ("m.png", png_of(mask), "image/png")},
+                    data={"prompt": "add clouds", "response_format": "url"})
+    assert r.status_code == 200, r.text and server.get(r.json()["data"][0]["url"]).status_code == 200
+    r = server.post("/v1/images/variations", headers=server.as_user(),
+                    files={"image": ("lake.png", picture, "image/png")}, data={"n": "3"})
+    assert r.status_code == 200 and len(r.json()["data"]) == 3
+
+
+def test_hostile_uploads_are_refused_with_the_right_status(server, picture):
+    def post(files, data=None):
+        return server.post("/v1/images/edits", headers=server.as_user(), files=files,
+                           data={"prompt": "add a boat", **(data or {})})
+
+    err = error_of(post({"image": ("x.png", b"<html><script>alert(1)</script></html>", "image/png")}), 415)
+    assert err["param"] == "image" and err["code"] == "unsupported_format"
+    assert error_of(post({"image": ("x.png", picture[: len(picture) // 2], "image/png")}), 400)["code"] == "corrupt_image"
+    big = png_of(Image.new("L", (5000, 5000)))  # small file, too many pixels
+    assert error_of(post({"image": ("x.png", big, "image/png")}), 413)["code"] in ("too_many_pixels", "too_large")
+    assert error_of(post({"image": ("x.png", b"\x89PNG" + b"0" * (5 * 1024 * 1024), "image/png")}), 413)
+    wrong = png_of(Image.new("L", (16, 16)))
+    assert error_of(post({"image": ("x.png", picture, "image/png"), "mask": ("m.png", wrong, "image/png")}), 400)["param"] == "mask"
+    assert error_of(post({"image": ("x.png", picture, "image/png")}, {"prompt": "make it better"}), 400)["param"] == "prompt"
+    assert error_of(server.post("/v1/images/variations", headers=server.as_user(), data={"n": "1"}), 400)["param"] == "image"

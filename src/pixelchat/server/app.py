@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from fastapi import FastAPI
@@ -12,6 +13,53 @@ from pixelchat.server.config import Settings
 from pixelchat.server.db import migrate, session_factory
 from pixelchat.server.routes import health, openai_images
 from pixelchat.server.store import ImageStore
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuses a request body over ``limit`` bytes with 413 before it is buffered: at once from its
+    Content-Length, or as soon as a streamed body passes the limit."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await self.refuse(send)
+        received, started = 0, False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self.refuse(send)
+
+    async def refuse(self, send):
+        body = json.dumps(errors.error_body(413, f"The request is larger than {self.limit} bytes.", None,
+                                            "too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
@@ -34,4 +82,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
+    # two pictures (image and mask) at the upload cap, plus the form's other fields
+    app.add_middleware(BodyLimit, limit=2 * settings.max_upload_bytes + 64 * 1024)
     return app

@@ -1,5 +1,6 @@
-"""The OpenAI-compatible images API: `POST /v1/images/generations`, `GET /v1/models`, and the
-signed image links that ``response_format="url"`` returns.
+"""The OpenAI-compatible images API: `POST /v1/images/generations`, `/v1/images/edits`,
+`/v1/images/variations`, `GET /v1/models`, and the signed image links that
+``response_format="url"`` returns.
 
 Requests take OpenAI's fields; the extras other compatible servers accept (``seed``,
 ``negative_prompt``, ``style``) work the same here. Every picture made is stored (PNG with its
@@ -12,9 +13,9 @@ import base64
 import secrets
 import threading
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,7 +122,7 @@ def list_models(request: Request, user: CurrentUser) -> ModelList:
 def create_images(body: GenerationRequest, request: Request, user: CurrentUser, db: SessionDep,
                   settings: SettingsDep) -> ImagesResponse:
     from pixelchat.engines import GenerateRequest, UnsupportedOperation
-    from pixelchat.vision.style import apply_style, get_style
+    from pixelchat.vision.style import get_style
 
     engine = check_model(request, body.model)
     size = check_size(engine, body.size)
@@ -139,6 +140,15 @@ def create_images(body: GenerationRequest, request: Request, user: CurrentUser, 
         raise APIError(400, str(e), param="negative_prompt", code="unsupported_parameter") from None
     except ValueError as e:
         raise APIError(400, str(e), code="invalid_value") from None
+    return respond(results, body.prompt, request, user, db, settings, body.response_format, body.output_format,
+                   body.output_compression, size, style)
+
+
+def respond(results, revised_prompt: str, request: Request, user, db, settings, response_format: str,
+            output_format: str, compression: int | None, size: str, style=None) -> ImagesResponse:
+    """Store each picture (PNG with its record) for ``user`` and answer in OpenAI's shape."""
+    from pixelchat.vision.style import apply_style
+
     data = []
     for r in results:
         image, record = r.image, dict(r.record)
@@ -146,15 +156,117 @@ def create_images(body: GenerationRequest, request: Request, user: CurrentUser, 
             image, record["style"] = apply_style(image, style), style.name
         png = encode(image, "png", None, record)
         row = ImageRow(id=secrets.token_hex(16), user_id=user.id, sha256=request.app.state.store.put(png),
-                       prompt=body.prompt, record=record)
+                       prompt=str(record.get("prompt", revised_prompt))[:1000], record=record)
         db.add(row)
-        if body.response_format == "url":
-            data.append(ImageData(url=image_url(request, settings, row.id, body.output_format), revised_prompt=body.prompt))
+        if response_format == "url":
+            data.append(ImageData(url=image_url(request, settings, row.id, output_format), revised_prompt=revised_prompt))
         else:
-            raw = png if body.output_format == "png" else encode(image, body.output_format, body.output_compression, record)
-            data.append(ImageData(b64_json=base64.b64encode(raw).decode(), revised_prompt=body.prompt))
+            raw = png if output_format == "png" else encode(image, output_format, compression, record)
+            data.append(ImageData(b64_json=base64.b64encode(raw).decode(), revised_prompt=revised_prompt))
     db.commit()
-    return ImagesResponse(created=int(time.time()), data=data, output_format=body.output_format, size=size)
+    return ImagesResponse(created=int(time.time()), data=data, output_format=output_format, size=size)
+
+
+async def read_upload(request: Request, files: list[UploadFile], param: str, mode: str):
+    """One uploaded picture, read under the byte cap and decoded as hostile input."""
+    from pixelchat.server.uploads import Limits, UploadError, decode_image, read_capped
+
+    if len(files) != 1:
+        raise APIError(400, f"send exactly one '{param}' file", param=param, code="invalid_value")
+    limit = request.app.state.settings.max_upload_bytes
+    try:
+        data = await read_capped(files[0], limit, param=param)
+        return decode_image(data, param=param, limits=Limits(max_bytes=limit), mode=mode)
+    except UploadError as e:
+        raise APIError(e.status, e.message, param=e.param, code=e.code) from None
+
+
+def uploaded(single: UploadFile | None, many: list[UploadFile] | None) -> list[UploadFile]:
+    return [f for f in [single, *(many or [])] if f is not None]
+
+
+@router.post("/images/edits", response_model=ImagesResponse, response_model_exclude_none=True)
+async def create_edit(
+    request: Request, user: CurrentUser, db: SessionDep, settings: SettingsDep,
+    prompt: Annotated[str, Form(min_length=1, max_length=1000)],
+    image: Annotated[UploadFile | None, File(description="PNG, JPEG or WebP")] = None,
+    images: Annotated[list[UploadFile] | None, File(alias="image[]")] = None,
+    mask: Annotated[UploadFile | None, File(description="Transparent (or white on black) where it may change")] = None,
+    n: Annotated[int, Form(ge=1, le=10)] = 1,
+    size: Annotated[str | None, Form()] = None,
+    response_format: Annotated[Literal["b64_json", "url"], Form()] = "b64_json",
+    output_format: Annotated[Literal["png", "jpeg", "webp"], Form()] = "png",
+    output_compression: Annotated[int | None, Form(ge=0, le=100)] = None,
+    model: Annotated[str | None, Form()] = None,
+    end_user: Annotated[str | None, Form(alias="user", max_length=256)] = None,
+    seed: Annotated[int | None, Form(ge=0)] = None,
+    strength: Annotated[float | None, Form(ge=0, le=1)] = None,
+) -> ImagesResponse:
+    """Edit a picture by instruction ("add a boat") or by a prompt for the whole picture."""
+    from starlette.concurrency import run_in_threadpool
+
+    from pixelchat.edit import edit
+    from pixelchat.imagefiles import ImageFileError, mask_array
+    from pixelchat.text.instructions import InstructionError
+
+    engine = check_model(request, model)
+    native = check_size(engine, size)
+    picture = await read_upload(request, uploaded(image, images), "image", "RGB")
+    m = None
+    if mask is not None:
+        m = await read_upload(request, [mask], "mask", "RGBA")
+        try:
+            mask_array(m, picture.size)  # checked here, so a bad mask is the client's error, named as such
+        except ImageFileError as e:
+            raise APIError(400, str(e), param="mask", code="invalid_mask") from None
+
+    def run():
+        with _engine_lock:
+            return edit(picture, prompt, mask=m, n=n, seed=seed, model=settings.model,
+                        **({"strength": strength} if strength is not None else {}))
+
+    try:
+        result = await run_in_threadpool(run)
+    except InstructionError as e:
+        raise APIError(400, str(e), param="prompt", code="invalid_prompt") from None
+    except ValueError as e:
+        raise APIError(400, str(e), code="invalid_value") from None
+    return await run_in_threadpool(respond, result.images, result.revised_prompt, request, user, db, settings,
+                                   response_format, output_format, output_compression, native)
+
+
+@router.post("/images/variations", response_model=ImagesResponse, response_model_exclude_none=True)
+async def create_variation(
+    request: Request, user: CurrentUser, db: SessionDep, settings: SettingsDep,
+    image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
+    n: Annotated[int, Form(ge=1, le=10)] = 1,
+    size: Annotated[str | None, Form()] = None,
+    response_format: Annotated[Literal["b64_json", "url"], Form()] = "b64_json",
+    output_format: Annotated[Literal["png", "jpeg", "webp"], Form()] = "png",
+    model: Annotated[str | None, Form()] = None,
+    end_user: Annotated[str | None, Form(alias="user", max_length=256)] = None,
+    seed: Annotated[int | None, Form(ge=0)] = None,
+) -> ImagesResponse:
+    """Pictures like the given one: same attributes, other details."""
+    from starlette.concurrency import run_in_threadpool
+
+    from pixelchat.edit import vary
+
+    engine = check_model(request, model)
+    native = check_size(engine, size)
+    picture = await read_upload(request, [image], "image", "RGB")
+
+    def run():
+        with _engine_lock:
+            return vary(picture, n=n, seed=seed, model=settings.model)
+
+    try:
+        results = await run_in_threadpool(run)
+    except ValueError as e:
+        raise APIError(400, str(e), code="invalid_value") from None
+    prompt = results[0].record.get("prompt", "") if results else ""
+    return await run_in_threadpool(respond, results, prompt, request, user, db, settings, response_format,
+                                   output_format, None, native)
 
 
 @router.get("/images/files/{name}", response_class=Response, include_in_schema=True,
