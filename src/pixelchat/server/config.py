@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     url_ttl_s: int = Field(3600, ge=10, description="How long a signed image URL stays valid.")
     public_url: str | None = Field(None, description="Base URL in returned image links; default: the request's.")
     max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    queue_size: int = Field(64, ge=1, description="Requests that may wait for the engine; more get 503 at once.")
 
     @property
     def database(self) -> str:

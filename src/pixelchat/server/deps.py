@@ -38,7 +38,9 @@ def current_user(request: Request, db: SessionDep) -> User:
     row = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key.strip())))
     if row is None or (row.revoked is not None and row.revoked <= datetime.now(timezone.utc).replace(tzinfo=row.revoked.tzinfo)):
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
-    return row.user
+    user = row.user
+    db.commit()  # hand the connection back to the pool while the request waits for the engine
+    return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

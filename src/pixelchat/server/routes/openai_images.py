@@ -26,7 +26,41 @@ from pixelchat.server.security import sign, signature_ok
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-_engine_lock = threading.Lock()  # one generator call at a time until the batching queue takes this over
+
+
+class EngineGate:
+    """One engine call at a time, with at most ``capacity`` requests waiting for it; a request beyond
+    that is refused at once with 503 and ``Retry-After`` instead of queueing without bound."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.waiting = 0
+        self._count = threading.Lock()
+        self._engine = threading.Lock()
+
+    def enter(self) -> None:
+        with self._count:
+            if self.waiting >= self.capacity:
+                raise APIError(503, "The server is busy; try again in a moment.", code="server_busy",
+                               headers={"Retry-After": "1"})
+            self.waiting += 1
+
+    def run(self, fn):
+        """Call ``fn`` holding the engine (after `enter`), then leave the queue."""
+        try:
+            with self._engine:
+                return fn()
+        finally:
+            with self._count:
+                self.waiting -= 1
+
+
+async def through_gate(request: Request, fn):
+    from starlette.concurrency import run_in_threadpool
+
+    gate: EngineGate = request.app.state.gate
+    gate.enter()  # on the event loop: a full queue is refused before a worker thread is taken
+    return await run_in_threadpool(gate.run, fn)
 
 
 class GenerationRequest(BaseModel):
@@ -119,7 +153,7 @@ def list_models(request: Request, user: CurrentUser) -> ModelList:
 
 
 @router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
-def create_images(body: GenerationRequest, request: Request, user: CurrentUser, db: SessionDep,
+async def create_images(body: GenerationRequest, request: Request, user: CurrentUser, db: SessionDep,
                   settings: SettingsDep) -> ImagesResponse:
     from pixelchat.engines import GenerateRequest, UnsupportedOperation
     from pixelchat.vision.style import get_style
@@ -132,16 +166,17 @@ def create_images(body: GenerationRequest, request: Request, user: CurrentUser, 
             style = get_style(body.style)
         except ValueError as e:
             raise APIError(400, str(e), param="style", code="invalid_value") from None
+    request_ = GenerateRequest(prompt=body.prompt, n=body.n, seed=body.seed, negative_prompt=body.negative_prompt or None)
     try:
-        with _engine_lock:
-            results = engine.generate(GenerateRequest(prompt=body.prompt, n=body.n, seed=body.seed,
-                                                      negative_prompt=body.negative_prompt or None))
+        results = await through_gate(request, lambda: engine.generate(request_))
     except UnsupportedOperation as e:
         raise APIError(400, str(e), param="negative_prompt", code="unsupported_parameter") from None
     except ValueError as e:
         raise APIError(400, str(e), code="invalid_value") from None
-    return respond(results, body.prompt, request, user, db, settings, body.response_format, body.output_format,
-                   body.output_compression, size, style)
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(respond, results, body.prompt, request, user, db, settings, body.response_format,
+                                   body.output_format, body.output_compression, size, style)
 
 
 def respond(results, revised_prompt: str, request: Request, user, db, settings, response_format: str,
@@ -221,12 +256,11 @@ async def create_edit(
             raise APIError(400, str(e), param="mask", code="invalid_mask") from None
 
     def run():
-        with _engine_lock:
-            return edit(picture, prompt, mask=m, n=n, seed=seed, model=settings.model,
-                        **({"strength": strength} if strength is not None else {}))
+        return edit(picture, prompt, mask=m, n=n, seed=seed, model=settings.model,
+                    **({"strength": strength} if strength is not None else {}))
 
     try:
-        result = await run_in_threadpool(run)
+        result = await through_gate(request, run)
     except InstructionError as e:
         raise APIError(400, str(e), param="prompt", code="invalid_prompt") from None
     except ValueError as e:
@@ -257,11 +291,10 @@ async def create_variation(
     picture = await read_upload(request, [image], "image", "RGB")
 
     def run():
-        with _engine_lock:
-            return vary(picture, n=n, seed=seed, model=settings.model)
+        return vary(picture, n=n, seed=seed, model=settings.model)
 
     try:
-        results = await run_in_threadpool(run)
+        results = await through_gate(request, run)
     except ValueError as e:
         raise APIError(400, str(e), code="invalid_value") from None
     prompt = results[0].record.get("prompt", "") if results else ""
