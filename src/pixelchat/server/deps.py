@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -36,7 +35,7 @@ def current_user(request: Request, db: SessionDep) -> User:
         raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' "
                             "(create one with 'pixelchat keys create USER').", code="invalid_api_key")
     row = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key.strip())))
-    if row is None or (row.revoked is not None and row.revoked <= datetime.now(timezone.utc).replace(tzinfo=row.revoked.tzinfo)):
+    if row is None or row.revoked is not None:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
     user = row.user
     db.commit()  # hand the connection back to the pool while the request waits for the engine
