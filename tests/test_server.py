@@ -50,6 +50,8 @@ def test_health_needs_no_key_and_everything_else_does(server):
     err = error_of(server.get("/v1/models", headers={"Authorization": "Bearer pc-wrong"}), 401)
     assert err["message"] == "Incorrect API key provided."
     assert server.get("/v1/models", headers=server.as_user()).json()["data"][0]["object"] == "model"
+    paths = server.get("/openapi.json").json()["paths"]
+    assert {"/v1/images/generations", "/v1/images/edits", "/v1/images/variations", "/api/images/{image_id}"} <= set(paths)
 
 
 def test_generations_return_pictures_with_their_records(server):
@@ -240,3 +242,32 @@ def test_a_full_engine_queue_refuses_at_once_with_retry_after():
     with pytest.raises(ZeroDivisionError):
         gate.run(lambda: 1 / 0)
     assert gate.waiting == 1  # a failed call leaves it too
+
+
+def test_our_images_api_is_per_user(server):
+    made = server.post("/v1/images/generations", headers=server.as_user(),
+                       json={"prompt": "snowy peaks at night", "n": 2}).json()["data"]
+    server.post("/v1/images/generations", headers=server.as_user(), json={"prompt": "a desert by day"})
+    ids = [d["id"] for d in made]
+    listed = server.get("/api/images", headers=server.as_user()).json()
+    assert len(listed["data"]) == 3 and not listed["has_more"]
+    found = server.get("/api/images", headers=server.as_user(), params={"q": "PEAKS night"}).json()["data"]
+    assert sorted(i["id"] for i in found) == sorted(ids)
+    assert server.get("/api/images", headers=server.as_user(), params={"limit": 1}).json()["has_more"]
+    one = server.get(f"/api/images/{ids[0]}", headers=server.as_user()).json()
+    assert one["prompt"] == "snowy peaks at night" and "latent" in one["record"]
+    png = server.get(f"/api/images/{ids[0]}/file", headers=server.as_user())
+    assert png.headers["content-type"] == "image/png"
+    assert json.loads(Image.open(io.BytesIO(png.content)).text["pixelchat"])["prompt"] == "snowy peaks at night"
+    # another user sees nothing of it, and cannot delete it
+    assert server.get("/api/images", headers=server.as_user("bob")).json()["data"] == []
+    for method, path in (("get", f"/api/images/{ids[0]}"), ("get", f"/api/images/{ids[0]}/file"),
+                         ("delete", f"/api/images/{ids[0]}")):
+        err = error_of(getattr(server, method)(path, headers=server.as_user("bob")), 404)
+        assert "snowy" not in json.dumps(err)
+    assert server.get(f"/api/images/{ids[0]}").status_code == 401
+    stored = server.app.state.store.path(one["sha256"])
+    assert stored.exists()
+    assert server.delete(f"/api/images/{ids[0]}", headers=server.as_user()).status_code == 204
+    assert server.get(f"/api/images/{ids[0]}", headers=server.as_user()).status_code == 404
+    assert not stored.exists() and len(server.get("/api/images", headers=server.as_user()).json()["data"]) == 2

@@ -11,7 +11,7 @@ import pixelchat
 from pixelchat.server import errors
 from pixelchat.server.config import Settings
 from pixelchat.server.db import migrate, session_factory
-from pixelchat.server.routes import health, openai_images
+from pixelchat.server.routes import health, images, openai_images
 from pixelchat.server.store import ImageStore
 
 
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai_images.router)
+    app.include_router(images.router)
 
     @app.middleware("http")
     async def _nosniff(request, call_next):

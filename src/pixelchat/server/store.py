@@ -32,3 +32,7 @@ class ImageStore:
 
     def get(self, sha256: str, ext: str = "png") -> bytes:
         return self.path(sha256, ext).read_bytes()
+
+    def delete(self, sha256: str) -> None:
+        for ext in ("png", "jpeg", "webp"):
+            self.path(sha256, ext).unlink(missing_ok=True)

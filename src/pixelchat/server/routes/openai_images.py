@@ -87,6 +87,7 @@ class ImageData(BaseModel):
     b64_json: str | None = None
     url: str | None = None
     revised_prompt: str
+    id: str | None = Field(None, description="The stored picture (GET /api/images/{id}); not in OpenAI's API.")
 
 
 class ImagesResponse(BaseModel):
@@ -194,10 +195,11 @@ def respond(results, revised_prompt: str, request: Request, user, db, settings, 
                        prompt=str(record.get("prompt", revised_prompt))[:1000], record=record)
         db.add(row)
         if response_format == "url":
-            data.append(ImageData(url=image_url(request, settings, row.id, output_format), revised_prompt=revised_prompt))
+            data.append(ImageData(url=image_url(request, settings, row.id, output_format), revised_prompt=revised_prompt,
+                                  id=row.id))
         else:
             raw = png if output_format == "png" else encode(image, output_format, compression, record)
-            data.append(ImageData(b64_json=base64.b64encode(raw).decode(), revised_prompt=revised_prompt))
+            data.append(ImageData(b64_json=base64.b64encode(raw).decode(), revised_prompt=revised_prompt, id=row.id))
     db.commit()
     return ImagesResponse(created=int(time.time()), data=data, output_format=output_format, size=size)
 

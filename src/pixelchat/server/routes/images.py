@@ -1,0 +1,79 @@
+"""Our images API: a user's pictures with their records — list (newest first, search by prompt),
+get, download, delete. Another user's picture is 404, never its content."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from pixelchat.server.deps import CurrentUser, SessionDep
+from pixelchat.server.errors import APIError
+from pixelchat.server.models import ImageRow
+
+router = APIRouter(prefix="/api/images", tags=["images"])
+
+
+class ImagePublic(BaseModel):
+    id: str
+    prompt: str
+    created: datetime
+    record: dict
+    sha256: str
+
+
+class ImageList(BaseModel):
+    data: list[ImagePublic]
+    has_more: bool
+
+
+def own(db, user, image_id: str) -> ImageRow:
+    row = db.get(ImageRow, image_id)
+    if row is None or row.user_id != user.id:
+        raise APIError(404, f"No image '{image_id}'.", param="image_id", code="not_found")
+    return row
+
+
+def public(row: ImageRow) -> ImagePublic:
+    return ImagePublic(id=row.id, prompt=row.prompt, created=row.created, record=row.record, sha256=row.sha256)
+
+
+@router.get("", response_model=ImageList)
+def list_images(user: CurrentUser, db: SessionDep, q: str | None = Query(None, max_length=200, description="Words in the prompt."),
+                limit: int = Query(50, ge=1, le=200), before: datetime | None = None) -> ImageList:
+    query = select(ImageRow).where(ImageRow.user_id == user.id)
+    if q:
+        for word in q.split():
+            query = query.where(ImageRow.prompt.icontains(word, autoescape=True))
+    if before is not None:
+        query = query.where(ImageRow.created < before)
+    rows = db.scalars(query.order_by(ImageRow.created.desc(), ImageRow.id).limit(limit + 1)).all()
+    return ImageList(data=[public(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+
+@router.get("/{image_id}", response_model=ImagePublic)
+def get_image(image_id: str, user: CurrentUser, db: SessionDep) -> ImagePublic:
+    return public(own(db, user, image_id))
+
+
+@router.get("/{image_id}/file", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def download_image(image_id: str, request: Request, user: CurrentUser, db: SessionDep) -> Response:
+    """The PNG with its record (our JSON and an A1111 `parameters` line)."""
+    row = own(db, user, image_id)
+    return Response(request.app.state.store.get(row.sha256), media_type="image/png",
+                    headers={"Content-Disposition": f'attachment; filename="pixelchat-{row.id}.png"'})
+
+
+@router.delete("/{image_id}", status_code=204, response_class=Response)
+def delete_image(image_id: str, request: Request, user: CurrentUser, db: SessionDep) -> Response:
+    """Forget the picture; its file goes too unless another record still uses the same bytes."""
+    row = own(db, user, image_id)
+    sha = row.sha256
+    db.delete(row)
+    db.commit()
+    if db.scalar(select(ImageRow.id).where(ImageRow.sha256 == sha).limit(1)) is None:
+        request.app.state.store.delete(sha)
+    return Response(status_code=204)
