@@ -271,3 +271,15 @@ def test_our_images_api_is_per_user(server):
     assert server.delete(f"/api/images/{ids[0]}", headers=server.as_user()).status_code == 204
     assert server.get(f"/api/images/{ids[0]}", headers=server.as_user()).status_code == 404
     assert not stored.exists() and len(server.get("/api/images", headers=server.as_user()).json()["data"]) == 2
+
+
+def test_describe_an_upload(server, picture):
+    r = server.post("/api/describe", headers=server.as_user(), files={"image": ("lake.png", picture, "image/png")})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["caption"] and d["prompt"] and set(d["attributes"]) <= set(d["confidence"])
+    assert all(0.0 <= p <= 1.0 for p in d["confidence"].values())
+    err = error_of(server.post("/api/describe", headers=server.as_user(),
+                               files={"image": ("x.png", b"GIF89a....", "image/png")}), 415)
+    assert err["param"] == "image"
+    assert server.post("/api/describe", files={"image": ("lake.png", picture, "image/png")}).status_code == 401

@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(health.router)
     app.include_router(openai_images.router)
     app.include_router(images.router)
+    app.include_router(images.describe_router)
 
     @app.middleware("http")
     async def _nosniff(request, call_next):

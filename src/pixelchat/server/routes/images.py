@@ -1,11 +1,13 @@
 """Our images API: a user's pictures with their records — list (newest first, search by prompt),
-get, download, delete. Another user's picture is 404, never its content."""
+get, download, delete — and describing an uploaded picture. Another user's picture is 404, never its
+content."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -77,3 +79,33 @@ def delete_image(image_id: str, request: Request, user: CurrentUser, db: Session
     if db.scalar(select(ImageRow.id).where(ImageRow.sha256 == sha).limit(1)) is None:
         request.app.state.store.delete(sha)
     return Response(status_code=204)
+
+
+describe_router = APIRouter(prefix="/api", tags=["describe"])
+
+
+class DescriptionPublic(BaseModel):
+    caption: str
+    prompt: str
+    attributes: dict[str, str]
+    confidence: dict[str, float]
+
+
+@describe_router.post("/describe", response_model=DescriptionPublic)
+async def describe_image(request: Request, user: CurrentUser,
+                         image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")]) -> DescriptionPublic:
+    """What the picture shows: a caption, the scene attributes with confidences, and a prompt
+    that redraws a similar picture."""
+    from pixelchat.server.routes.openai_images import read_upload, through_gate
+
+    picture = await read_upload(request, [image], "image", "RGB")
+    engine_model = request.app.state.settings.model
+
+    def run():
+        from pixelchat.describe import describe
+
+        return describe(picture, model=engine_model)
+
+    d = await through_gate(request, run)
+    return DescriptionPublic(caption=d.caption, prompt=d.prompt, attributes=d.attributes,
+                             confidence={k: round(float(v), 4) for k, v in d.confidence.items()})
