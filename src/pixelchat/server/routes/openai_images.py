@@ -155,7 +155,7 @@ def list_models(request: Request, user: CurrentUser) -> ModelList:
 
 @router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
 async def create_images(body: GenerationRequest, request: Request, user: CurrentUser, db: SessionDep,
-                  settings: SettingsDep) -> ImagesResponse:
+                        settings: SettingsDep) -> ImagesResponse:
     from pixelchat.engines import GenerateRequest, UnsupportedOperation
     from pixelchat.vision.style import get_style
 
@@ -167,9 +167,9 @@ async def create_images(body: GenerationRequest, request: Request, user: Current
             style = get_style(body.style)
         except ValueError as e:
             raise APIError(400, str(e), param="style", code="invalid_value") from None
-    request_ = GenerateRequest(prompt=body.prompt, n=body.n, seed=body.seed, negative_prompt=body.negative_prompt or None)
+    job = GenerateRequest(prompt=body.prompt, n=body.n, seed=body.seed, negative_prompt=body.negative_prompt or None)
     try:
-        results = await through_gate(request, lambda: engine.generate(request_))
+        results = await through_gate(request, lambda: engine.generate(job))
     except UnsupportedOperation as e:
         raise APIError(400, str(e), param="negative_prompt", code="unsupported_parameter") from None
     except ValueError as e:
