@@ -20,7 +20,7 @@ from torch import nn
 
 from pixelchat.data.scenes import SCHEMA, observable, render_labelled
 from pixelchat.training.augment import robustness_augment
-from pixelchat.training.checkpoint import CheckpointError, load_checkpoint, load_module, module_tensors, save_checkpoint
+from pixelchat.training.checkpoint import load_network, module_tensors, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_JUDGE = WEIGHTS / "judge-scenes.safetensors"
@@ -97,12 +97,7 @@ class Prediction:
 
 def load_judge(path: str | Path | None = None) -> Judge:
     """The judge from a checkpoint (the shipped one by default), in eval mode."""
-    ckpt = load_checkpoint(path or DEFAULT_JUDGE)
-    if ckpt.config.get("kind") != "judge":
-        raise CheckpointError(f"{path or DEFAULT_JUDGE} is not a judge checkpoint (kind={ckpt.config.get('kind')!r})")
-    judge = Judge(JudgeConfig.from_dict(ckpt.config["judge"]))
-    load_module(judge, ckpt, "judge")
-    return judge.eval().to(memory_format=torch.channels_last)
+    return load_network(path or DEFAULT_JUDGE, "judge", lambda c: Judge(JudgeConfig.from_dict(c)))
 
 
 def predict(judge: Judge, images: torch.Tensor, batch_size: int = 256) -> list[Prediction]:

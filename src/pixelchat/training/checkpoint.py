@@ -110,6 +110,21 @@ def load_module(module: torch.nn.Module, ckpt: Checkpoint, prefix: str) -> None:
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
+def load_network(path: str | os.PathLike, kind: str, build) -> torch.nn.Module:
+    """A network saved as ``kind`` (its config under ``config[kind]``, its tensors under ``kind.*``):
+    ``build(config)`` makes it; returned in eval mode, channels_last. A checkpoint of another kind
+    or with an unusable config is a CheckpointError."""
+    ckpt = load_checkpoint(path)
+    if ckpt.config.get("kind") != kind:
+        raise CheckpointError(f"{path} is not a {kind} checkpoint (kind={ckpt.config.get('kind')!r})")
+    try:
+        module = build(ckpt.config[kind])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} has an invalid {kind} config: {e}") from e
+    load_module(module, ckpt, kind)
+    return module.eval().to(memory_format=torch.channels_last)
+
+
 def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
     """Flatten an optimizer's state into tensors (for safetensors) and its param groups (for JSON)."""
     sd = opt.state_dict()

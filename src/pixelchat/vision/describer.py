@@ -27,7 +27,7 @@ from torch import nn
 
 from pixelchat.data.captions import caption_scene, ordered_caption, scene_prompt
 from pixelchat.data.scenes import SCHEMA, labels_to_attributes, observable, render_labelled
-from pixelchat.training.checkpoint import CheckpointError, load_checkpoint, load_module, module_tensors, save_checkpoint
+from pixelchat.training.checkpoint import load_network, module_tensors, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_DESCRIBER = WEIGHTS / "describer-scenes.safetensors"
@@ -214,17 +214,7 @@ class Description:
 
 def load_describer(path: str | Path | None = None) -> Describer:
     """The describer from a checkpoint (the shipped one by default), in eval mode."""
-    path = path or DEFAULT_DESCRIBER
-    ckpt = load_checkpoint(path)
-    if ckpt.config.get("kind") != "describer":
-        raise CheckpointError(f"{path} is not a describer checkpoint (kind={ckpt.config.get('kind')!r})")
-    try:
-        cfg = DescriberConfig.from_dict(ckpt.config["describer"])
-        model = Describer(cfg)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path} has an invalid describer config: {e}") from e
-    load_module(model, ckpt, "describer")
-    return model.eval().to(memory_format=torch.channels_last)
+    return load_network(path or DEFAULT_DESCRIBER, "describer", lambda c: Describer(DescriberConfig.from_dict(c)))
 
 
 @torch.inference_mode()

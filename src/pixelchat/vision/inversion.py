@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelchat.training.checkpoint import CheckpointError, load_checkpoint, load_module, module_tensors, save_checkpoint
+from pixelchat.training.checkpoint import load_network, module_tensors, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_INVERTER = WEIGHTS / "inverter-scenes64.safetensors"
@@ -67,16 +67,7 @@ class Inverter(nn.Module):
 
 
 def load_inverter(path: str | Path | None = None) -> Inverter:
-    path = path or DEFAULT_INVERTER
-    ckpt = load_checkpoint(path)
-    if ckpt.config.get("kind") != "inverter":
-        raise CheckpointError(f"{path} is not an inverter checkpoint (kind={ckpt.config.get('kind')!r})")
-    try:
-        model = Inverter(InverterConfig.from_dict(ckpt.config["inverter"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path} has an invalid inverter config: {e}") from e
-    load_module(model, ckpt, "inverter")
-    return model.eval().to(memory_format=torch.channels_last)
+    return load_network(path or DEFAULT_INVERTER, "inverter", lambda c: Inverter(InverterConfig.from_dict(c)))
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
