@@ -98,6 +98,12 @@ def test_no_change_is_said():
     ("add a boat and remove the boat", "asks for both"),
     ("more houses of cards", "more or fewer"),
     ("remove the dragon", "do not know how to remove"),
+    ("remove the ground", "the ground cannot be removed"),
+    ("make the mountains purple", "only clouds can change colour"),
+    ("make it green", "only clouds can change colour"),
+    ("make it night and make it day", "asks for both"),
+    ("add a boat and remove all the water", "a boat needs water"),
+    ("add the moon and make it daytime", "the moon is only in the sky at night"),
 ])
 def test_rejects_with_a_helpful_message(instruction, message):
     with pytest.raises(InstructionError, match=message):

@@ -17,7 +17,7 @@ from pixelchat.describe import as_image
 from pixelchat.engines import GeneratedImage, load_engine
 from pixelchat.data.captions import scene_prompt
 from pixelchat.imagefiles import mask_array, open_image_file, read_record
-from pixelchat.text.instructions import Revision, apply_instruction, looks_like_instruction, read_attributes, repair
+from pixelchat.text.instructions import Revision, apply_instruction, apply_values, looks_like_instruction, read_attributes
 
 
 @dataclass
@@ -37,10 +37,7 @@ def revise(current: dict[str, str], text: str, resolve=None) -> Revision:
     `pixelchat.text.vocabulary.NearestValue`)."""
     if looks_like_instruction(text):
         return apply_instruction(current, text, resolve=resolve)
-    named = read_attributes(text)
-    revised, notes = repair({**current, **named}, named)
-    changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
-    return Revision(revised, changes, notes, [], text.strip())
+    return apply_values(current, read_attributes(text), prompt=text.strip())
 
 
 def load_mask(mask, image: Image.Image):

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from pixelchat.data.captions import scene_prompt
 from pixelchat.data.scenes import SCHEMA
 from pixelchat.text.instructions import InstructionError, Revision, repair
 
@@ -83,8 +82,7 @@ class LLMRewriter:
         except InstructionError as e:
             raise LLMError(f"the language model at {self.endpoint} answered an impossible scene: {e}") from None
         revised = {k: revised[k] for k in SCHEMA if k in revised}
-        changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
-        return Revision(revised, changes, [reply, *notes] if reply else notes, [], scene_prompt(revised))
+        return Revision.between(current, revised, [reply, *notes] if reply else notes)
 
     def complete(self, system: str, user: str) -> str:
         """POST one chat completion and return the message content; every failure is an LLMError."""

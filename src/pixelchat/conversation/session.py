@@ -29,7 +29,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from pixelchat.text.instructions import ABSENT, NOUNS, InstructionError, Revision, looks_like_instruction, read_attributes, repair
+from pixelchat.text.instructions import (
+    ABSENT, InstructionError, Revision, apply_values, looks_like_instruction, nouns_in, read_attributes,
+)
 
 FORMAT = "pixelchat-session"
 FORMAT_VERSION = 1
@@ -301,7 +303,7 @@ class Session:
         """"avoid boats": keep a thing out of this picture and every later one; "allow boats" undoes it."""
         allow = ALLOW.match(low)
         what = (allow or NEGATIVE.match(low)).group("what")
-        named = [a for a, rx in NOUNS.items() if a in ABSENT and re.search(rf"\b(?:{rx})\b", what)]
+        named = [a for a in nouns_in(what) if a in ABSENT]
         if not named:
             return Turn("ask", f"I can keep these out of a picture: {', '.join(WITHOUT)}; not '{what}'", self.node)
         current = self.node.negative if self.node else self.negative
@@ -310,15 +312,10 @@ class Session:
         if self.node is None:
             self.negative = negative
             return Turn("negative", f"{'allowed' if allow else 'kept out of the pictures to come'}: {said}")
-        present = [a for a in named if not allow and {**self.seen(), **self.node.attributes}.get(a, ABSENT[a]) != ABSENT[a]]
+        current = self.current_attributes()
+        present = [a for a in named if not allow and current.get(a, ABSENT[a]) != ABSENT[a]]
         if present:  # it is in the picture now: take it out, as an edit
-            current = {**self.seen(), **self.node.attributes}
-            asked = {a: ABSENT[a] for a in present}
-            revised, notes = repair({**current, **asked}, asked)
-            changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
-            from pixelchat.data.captions import scene_prompt
-
-            turn = self._edit(low, Revision(revised, changes, notes, [], scene_prompt(revised), asked))
+            turn = self._edit(low, apply_values(current, {a: ABSENT[a] for a in present}))
             if turn.kind == "edit":
                 turn.node.negative = negative
                 turn.reply = f"kept out from now on: {said}; {turn.reply}"
@@ -415,12 +412,16 @@ class Session:
             self._seen[node.id] = describe(node.image, model=self.model).attributes
         return self._seen[node.id]
 
+    def current_attributes(self) -> dict[str, str]:
+        """The current picture's attributes as the conversation means them: what it has asked for,
+        over what the describer reads in the picture."""
+        return {**self.seen(), **self.node.attributes}
+
     def revise(self, message: str) -> Revision:
         """The text path: the current prompt's attributes revised by ``message``. Raises
         InstructionError (AskBack for an unsure guess) when there is nothing to apply."""
         state = self.node.attributes  # what the conversation has asked for so far
-        current = {**self.seen(), **state}  # what was asked for wins over what shows
-        revision = self._read(message, current)
+        revision = self._read(message, self.current_attributes())
         # Asking for what the prompt already says is a no-op only when the picture shows it too;
         # otherwise the user is asking again for what did not show (or may not see what the
         # describer sees), and it is redrawn.
@@ -474,7 +475,7 @@ class Session:
         low = " ".join(message.lower().split())
         if not RESTORE.search(low):
             return None
-        named = [a for a, rx in NOUNS.items() if a != "time" and re.search(rf"\b(?:{rx})\b", low)]
+        named = nouns_in(low)
         earlier = self.path()[:-1][::-1]
         asked = {}
         for attr in named:
@@ -484,11 +485,7 @@ class Session:
                 asked[attr] = value
         if not asked:
             return None
-        revised, notes = repair({**current, **asked}, asked)
-        changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
-        from pixelchat.data.captions import scene_prompt
-
-        return Revision(revised, changes, ["as it was earlier in this conversation", *notes], [], scene_prompt(revised))
+        return apply_values(current, asked, ["as it was earlier in this conversation"])
 
     def _self_check(self, image: Image.Image, wanted: dict[str, str], target: dict[str, str],
                     before: dict[str, str]) -> tuple[list[str], list[str], dict[str, str]]:

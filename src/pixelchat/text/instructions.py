@@ -168,6 +168,16 @@ class Revision:
     prompt: str = ""  # the revised prompt
     asked: dict[str, str] = field(default_factory=dict)  # what the instruction named, before repairs
 
+    @classmethod
+    def between(cls, current: dict[str, str], revised: dict[str, str], notes=(), free_text=(),
+                prompt: str | None = None, asked: dict[str, str] | None = None) -> "Revision":
+        """From ``current`` to ``revised``: the changes are what differs; the prompt, unless given,
+        names the revised attributes and the free text."""
+        changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
+        free = list(free_text)
+        return cls(revised, changes, list(notes), free, scene_prompt(revised, free) if prompt is None else prompt,
+                   dict(asked or {}))
+
     def to_dict(self) -> dict:
         return {"attributes": self.attributes, "changes": {k: list(v) for k, v in self.changes.items()},
                 "notes": self.notes, "free_text": self.free_text, "prompt": self.prompt}
@@ -180,7 +190,8 @@ def split_clauses(text: str) -> list[str]:
     return [p.strip(" '") for p in parts if p and p.strip(" '")]
 
 
-def _nouns_in(clause: str) -> list[str]:
+def nouns_in(clause: str) -> list[str]:
+    """The things ``clause`` names by a bare noun ("the boat", "the sky"), time of day left out."""
     return [a for a, rx in NOUNS.items() if re.search(rf"\b(?:{rx})\b", clause) and a != "time"]
 
 
@@ -224,7 +235,7 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
             continue
         found = find_mentions(clause)
         if VERB_REMOVE.search(clause):
-            nouns = _nouns_in(clause)
+            nouns = nouns_in(clause)
             objects = sorted({h[2] for h in found} | set(nouns))
             if "terrain" in objects and not set(objects) & set(ABSENT):
                 raise InstructionError(f"the ground cannot be removed; say what it should become instead "
@@ -241,7 +252,7 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
             continue
         if MORE.search(clause) or LESS.search(clause):
             step = 1 if MORE.search(clause) else -1
-            objects = [a for a in _nouns_in(clause) if a in LADDERS]
+            objects = [a for a in nouns_in(clause) if a in LADDERS]
             if not objects:
                 thing = re.sub(rf"{MORE.pattern}|{LESS.pattern}", "", clause).strip()
                 raise InstructionError(f"I can make more or fewer clouds or trees, or more or less snow, "
@@ -255,7 +266,7 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
                 want(a, ladder[there], clause)
             continue
         if DARKER.search(clause) or BRIGHTER.search(clause):
-            if "clouds" in _nouns_in(clause):
+            if "clouds" in nouns_in(clause):
                 want("cloud_color", "gray" if DARKER.search(clause) else "white", clause)
             else:
                 ladder = LADDERS["time"]
@@ -271,7 +282,7 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
             if m and find_mentions(m.group(1)):
                 target = m.group(1)
             elif m and resolve and unknown_phrase(m.group(1)):  # "turn the hills into a tundra"
-                nouns = _nouns_in(clause[:m.start()]) or None
+                nouns = nouns_in(clause[:m.start()]) or None
                 if nearest(m.group(1), nouns and nouns + (["cloud_color"] if "clouds" in nouns else [])):
                     continue
         found = find_mentions(target)
@@ -282,17 +293,17 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
                                    "is not supported by this model (a palette or a style can recolour the result)")
         added = bool(VERB_ADD.search(clause))
         if added:  # "add clouds", "add the moon": a bare noun means the thing is there
-            for a in _nouns_in(target):
+            for a in nouns_in(target):
                 if not any(h[2] == a for h in found) and PRESENT.get(a):
                     want(a, PRESENT[a], clause)
         if not found:
-            nouns = _nouns_in(clause)
+            nouns = nouns_in(clause)
             scope = None if not nouns else nouns + (["cloud_color"] if "clouds" in nouns else [])
             if resolve and nearest(clause, None if added else scope):
                 continue
             if added:
                 thing = VERB_ADD.sub("", clause).strip()
-                if thing and not any(h for h in find_mentions(thing)) and not _nouns_in(thing):
+                if thing and not any(h for h in find_mentions(thing)) and not nouns_in(thing):
                     free.append(f"with {thing}")
                     notes.append(f"'{thing}' is not in this model's vocabulary; it was added to the prompt as free text")
                 continue
@@ -363,13 +374,18 @@ def apply_instruction(current: dict[str, str], instruction: str, free_text: list
     if unknown:
         raise ValueError(f"unknown scene attribute(s): {', '.join(sorted(unknown))}")
     asked, free, notes = parse_instruction(instruction, current, resolve)
-    revised, repair_notes = repair({**current, **asked}, asked)
     for attr, value in asked.items():
         if current.get(attr) == value and not any(attr.replace("_", " ") in n for n in notes):
             notes.append(f"{attr.replace('_', ' ')} was already '{value}'")
-    changes = {k: (current.get(k), revised[k]) for k in revised if current.get(k) != revised[k]}
-    free_all = [*free_text, *free]
-    return Revision(revised, changes, notes + repair_notes, free_all, scene_prompt(revised, free_all), asked)
+    return apply_values(current, asked, notes, [*free_text, *free])
+
+
+def apply_values(current: dict[str, str], asked: dict[str, str], notes=(), free_text=(),
+                 prompt: str | None = None) -> Revision:
+    """``current`` with the ``asked`` values, repaired within the schema's rules (the repairs said
+    after ``notes``). Raises InstructionError where the request itself is impossible."""
+    revised, repair_notes = repair({**current, **asked}, asked)
+    return Revision.between(current, revised, [*notes, *repair_notes], free_text, prompt, asked)
 
 
 def looks_like_instruction(text: str) -> bool:
