@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from pixelchat.server.deps import CurrentUser, SessionDep, SettingsDep
 from pixelchat.server.errors import APIError
@@ -56,8 +57,6 @@ class EngineGate:
 
 
 async def through_gate(request: Request, fn):
-    from starlette.concurrency import run_in_threadpool
-
     gate: EngineGate = request.app.state.gate
     gate.enter()  # on the event loop: a full queue is refused before a worker thread is taken
     return await run_in_threadpool(gate.run, fn)
@@ -174,8 +173,6 @@ async def create_images(body: GenerationRequest, request: Request, user: Current
         raise APIError(400, str(e), param="negative_prompt", code="unsupported_parameter") from None
     except ValueError as e:
         raise APIError(400, str(e), code="invalid_value") from None
-    from starlette.concurrency import run_in_threadpool
-
     return await run_in_threadpool(respond, results, body.prompt, request, user, db, settings, body.response_format,
                                    body.output_format, body.output_compression, size, style)
 
@@ -240,8 +237,6 @@ async def create_edit(
     strength: Annotated[float | None, Form(ge=0, le=1)] = None,
 ) -> ImagesResponse:
     """Edit a picture by instruction ("add a boat") or by a prompt for the whole picture."""
-    from starlette.concurrency import run_in_threadpool
-
     from pixelchat.edit import edit
     from pixelchat.imagefiles import ImageFileError, mask_array
     from pixelchat.text.instructions import InstructionError
@@ -284,8 +279,6 @@ async def create_variation(
     seed: Annotated[int | None, Form(ge=0)] = None,
 ) -> ImagesResponse:
     """Pictures like the given one: same attributes, other details."""
-    from starlette.concurrency import run_in_threadpool
-
     from pixelchat.edit import vary
 
     engine = check_model(request, model)
