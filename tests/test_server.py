@@ -117,8 +117,23 @@ def test_migrations_go_down_and_up(tmp_path):
     assert {"users", "api_keys", "images"} <= set(inspect(get_engine(url)).get_table_names())
     downgrade(url, "base")
     assert "users" not in inspect(get_engine(url)).get_table_names()
+    migrate(url, "0001")
     migrate(url)
     assert "images" in inspect(get_engine(url)).get_table_names()
+
+
+def test_migrations_match_the_models(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from pixelchat.server.db import get_engine, migrate
+    from pixelchat.server.models import Base
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    migrate(url)
+    with get_engine(url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
 
 
 def free_port() -> int:

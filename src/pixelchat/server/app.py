@@ -11,7 +11,8 @@ import pixelchat
 from pixelchat.server import errors
 from pixelchat.server.config import Settings
 from pixelchat.server.db import migrate, session_factory
-from pixelchat.server.routes import health, images, openai_images
+from pixelchat.server import ratelimit
+from pixelchat.server.routes import auth, health, images, openai_images, ratings, rooms
 from pixelchat.server.store import ImageStore
 
 
@@ -78,6 +79,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(openai_images.router)
     app.include_router(images.router)
     app.include_router(images.describe_router)
+    app.include_router(auth.router)
+    app.include_router(rooms.router)
+    app.include_router(ratings.router)
+    ratelimit.install(app, settings)
 
     @app.middleware("http")
     async def _nosniff(request, call_next):

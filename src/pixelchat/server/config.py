@@ -24,7 +24,14 @@ class Settings(BaseSettings):
     url_ttl_s: int = Field(3600, ge=10, description="How long a signed image URL stays valid.")
     public_url: str | None = Field(None, description="Base URL in returned image links; default: the request's.")
     max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    queue_size: int = Field(64, ge=1, description="Requests that may wait for the engine; more get 503 at once.")
+    queue_size: int = Field(64, ge=1, description="Jobs that may wait for the engine; more get 503 at once.")
+    batch_images: int = Field(32, ge=1, le=64, description="Dynamic batching: most images drawn in one engine call.")
+    batch_wait_ms: float = Field(4.0, ge=0, le=1000,
+                                 description="Dynamic batching: how long a batch waits for more compatible requests.")
+    rate_limit_per_minute: int = Field(600, ge=0, description="Requests per minute per API key or login (0: no limit).")
+    rate_limit_burst: int = Field(120, ge=1, description="Requests a key may make at once before the rate applies.")
+    login_ttl_s: int = Field(14 * 24 * 3600, ge=60, description="How long a browser stays signed in.")
+    cookie_secure: bool = Field(False, description="Send the login cookie over HTTPS only (set behind TLS).")
 
     @property
     def database(self) -> str:
