@@ -65,3 +65,34 @@ def tiny_engine(tiny_model, tiny_describer, tiny_inverter):
     from pixelchat.engines import GANEngine
 
     return GANEngine(tiny_model, describer=tiny_describer, inverter=tiny_inverter)
+
+
+def error_of(response, status: int) -> dict:
+    """The OpenAI-shaped error of ``response``, after checking its status and shape."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+@pytest.fixture
+def server(tmp_path, tiny_model):
+    """The app in-process on the tiny model, with users ada (password 'correct horse'), bob and cy, each
+    with an API key: ``server.as_user("bob")`` gives the headers."""
+    from fastapi.testclient import TestClient
+
+    from pixelchat.server.admin import create_key, create_user
+    from pixelchat.server.app import create_app
+    from pixelchat.server.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model), secret_key="test-secret")
+    app = create_app(settings)
+    with app.state.sessions() as db:
+        create_user(db, "ada", "correct horse")
+        create_user(db, "bob", "battery staple")
+        create_user(db, "cy")
+        keys = {name: create_key(db, name) for name in ("ada", "bob", "cy")}
+    with TestClient(app) as client:
+        client.keys = keys
+        client.as_user = lambda who="ada": {"Authorization": f"Bearer {keys[who]}"}
+        yield client

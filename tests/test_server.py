@@ -15,32 +15,9 @@ import pytest
 from PIL import Image
 
 fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
-from pixelchat.server.admin import create_key, create_user  # noqa: E402
-from pixelchat.server.app import create_app  # noqa: E402
+from conftest import error_of  # noqa: E402
 from pixelchat.server.config import Settings  # noqa: E402
-
-
-@pytest.fixture
-def server(tmp_path, tiny_model):
-    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model), secret_key="test-secret")
-    app = create_app(settings)
-    with app.state.sessions() as db:
-        create_user(db, "ada", "correct horse")
-        create_user(db, "bob")
-        keys = {"ada": create_key(db, "ada"), "bob": create_key(db, "bob")}
-    client = TestClient(app)
-    client.keys = keys
-    client.as_user = lambda who="ada": {"Authorization": f"Bearer {keys[who]}"}
-    return client
-
-
-def error_of(r, status: int) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
-    return body["error"]
 
 
 def test_health_needs_no_key_and_everything_else_does(server):
