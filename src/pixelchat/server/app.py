@@ -11,6 +11,7 @@ import pixelchat
 from pixelchat.server import errors
 from pixelchat.server.config import Settings
 from pixelchat.server.db import migrate, session_factory
+from pixelchat.server.events import Broker
 from pixelchat.server import ratelimit
 from pixelchat.server.routes import auth, health, images, openai_images, ratings, rooms
 from pixelchat.server.store import ImageStore
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.store = ImageStore(settings.images_dir)
     app.state.started = time.time()
     app.state.gate = openai_images.EngineGate(settings.queue_size)
+    app.state.events = Broker()
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai_images.router)
