@@ -40,6 +40,23 @@ def test_generate_is_reproducible(tiny_model):
     assert record["seed"] == 5 and record["model"]["sha256"] == load_checkpoint(tiny_model).sha256
 
 
+def test_a_batch_of_requests_draws_what_each_would_alone(tiny_model):
+    from pixelchat.engines import GenerateRequest, load_engine
+
+    engine = load_engine(tiny_model)
+    requests = [GenerateRequest("a lake at night", n=2, seed=3), GenerateRequest("a desert with a house", seed=9)]
+    batched = engine.generate_batch(requests)
+    assert [len(b) for b in batched] == [2, 1]
+    for request, got in zip(requests, batched):
+        alone = engine.generate(request)
+        assert [g.seed for g in got] == [a.seed for a in alone]
+        assert all(np.abs(np.asarray(g.image, dtype=int) - np.asarray(a.image, dtype=int)).max() <= 1
+                   for g, a in zip(got, alone))
+        assert got[0].record["prompt"] == request.prompt
+    with pytest.raises(ValueError, match="empty"):
+        engine.generate_batch([requests[0], GenerateRequest(" ")])
+
+
 def test_resume_continues_the_run(tiny_run, tmp_path, scenes_folder):
     import shutil
 

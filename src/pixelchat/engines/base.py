@@ -55,7 +55,14 @@ class ModelInfo:
 class Engine(Protocol):
     info: ModelInfo
 
+    def check_inputs(self, request: GenerateRequest) -> None:
+        """Raise ValueError (or UnsupportedOperation) for a request `generate` would refuse."""
+
     def generate(self, request: GenerateRequest) -> list[GeneratedImage]: ...
+
+    def generate_batch(self, requests: list[GenerateRequest]) -> list[list[GeneratedImage]]:
+        """Several requests at once (what the server's dynamic batching calls); the same pictures as
+        one `generate` call per request."""
 
     def edit(self, image: Image.Image, prompt: str, **options) -> list[GeneratedImage]:
         """Redraw ``image`` under ``prompt`` (the whole desired picture), keeping what it does not change."""

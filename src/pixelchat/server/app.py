@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 import pixelchat
 from pixelchat.server import errors
 from pixelchat.server.config import Settings
 from pixelchat.server.db import migrate, session_factory
 from pixelchat.server.events import Broker
+from pixelchat.server.jobs import JobQueue
 from pixelchat.server import ratelimit
 from pixelchat.server.routes import auth, health, images, openai_images, ratings, rooms
 from pixelchat.server.store import ImageStore
@@ -68,14 +71,24 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     settings = settings or Settings()
     if run_migrations:
         migrate(settings.database)
-    app = FastAPI(title="pixelchat", version=pixelchat.__version__,
+    sessions, store, events = session_factory(settings.database), ImageStore(settings.images_dir), Broker()
+    queue = JobQueue(settings, sessions, store, events)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from pixelchat.engines import load_engine
+
+        await run_in_threadpool(load_engine, settings.model)  # the first request should not wait for it
+        queue.start(settings.workers)
+        yield
+        await run_in_threadpool(queue.stop)  # the jobs being run finish; queued ones wait for the next start
+
+    app = FastAPI(title="pixelchat", version=pixelchat.__version__, lifespan=lifespan,
                   description="Conversational image creation: an OpenAI-compatible images API and our own.")
-    app.state.settings = settings
-    app.state.sessions = session_factory(settings.database)
-    app.state.store = ImageStore(settings.images_dir)
+    app.state.settings, app.state.sessions, app.state.store, app.state.events = settings, sessions, store, events
+    app.state.jobs = queue
+    app.state.signing_key = settings.signing_key()
     app.state.started = time.time()
-    app.state.gate = openai_images.EngineGate(settings.queue_size)
-    app.state.events = Broker()
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai_images.router)

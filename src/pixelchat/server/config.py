@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL in returned image links; default: the request's.")
     max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     queue_size: int = Field(64, ge=1, description="Jobs that may wait for the engine; more get 503 at once.")
+    workers: int = Field(1, ge=1, le=8, description="Worker threads running jobs (each uses the engine in turn).")
     batch_images: int = Field(32, ge=1, le=64, description="Dynamic batching: most images drawn in one engine call.")
     batch_wait_ms: float = Field(4.0, ge=0, le=1000,
                                  description="Dynamic batching: how long a batch waits for more compatible requests.")

@@ -96,16 +96,8 @@ async def describe_image(request: Request, user: CurrentUser,
                          image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")]) -> DescriptionPublic:
     """What the picture shows: a caption, the scene attributes with confidences, and a prompt
     that redraws a similar picture."""
-    from pixelchat.server.routes.openai_images import read_upload, through_gate
+    from pixelchat.server.routes.openai_images import fingerprint_of, read_upload, run_job
 
     picture = await read_upload(request, [image], "image", "RGB")
-    engine_model = request.app.state.settings.model
-
-    def run():
-        from pixelchat.describe import describe
-
-        return describe(picture, model=engine_model)
-
-    d = await through_gate(request, run)
-    return DescriptionPublic(caption=d.caption, prompt=d.prompt, attributes=d.attributes,
-                             confidence={k: round(float(v), 4) for k, v in d.confidence.items()})
+    outcome = await run_job(request, user, "describe", {}, {"image": fingerprint_of(picture)}, files={"image": picture})
+    return DescriptionPublic(**outcome.result)

@@ -10,8 +10,7 @@ record) under the user's account.
 from __future__ import annotations
 
 import base64
-import secrets
-import threading
+import hashlib
 import time
 from typing import Annotated, Literal
 
@@ -22,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 
 from pixelchat.server.deps import CurrentUser, SessionDep, SettingsDep
 from pixelchat.server.errors import APIError
+from pixelchat.server.handlers import client_errors, generate_request
+from pixelchat.server.jobs import Outcome, request_hash
 from pixelchat.server.models import ImageRow
 from pixelchat.server.security import sign, signature_ok
 
@@ -29,37 +30,18 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
-class EngineGate:
-    """One engine call at a time, with at most ``capacity`` requests waiting for it; a request beyond
-    that is refused at once with 503 and ``Retry-After`` instead of queueing without bound."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.waiting = 0
-        self._count = threading.Lock()
-        self._engine = threading.Lock()
-
-    def enter(self) -> None:
-        with self._count:
-            if self.waiting >= self.capacity:
-                raise APIError(503, "The server is busy; try again in a moment.", code="server_busy",
-                               headers={"Retry-After": "1"})
-            self.waiting += 1
-
-    def run(self, fn):
-        """Call ``fn`` holding the engine (after `enter`), then leave the queue."""
-        try:
-            with self._engine:
-                return fn()
-        finally:
-            with self._count:
-                self.waiting -= 1
-
-
-async def through_gate(request: Request, fn):
-    gate: EngineGate = request.app.state.gate
-    gate.enter()  # on the event loop: a full queue is refused before a worker thread is taken
-    return await run_in_threadpool(gate.run, fn)
+async def run_job(request: Request, user, kind: str, payload: dict, fingerprint: dict, *,
+                  files: dict | None = None, session_id: str | None = None) -> Outcome:
+    """Queue the work as a job and wait for it. An ``Idempotency-Key`` header binds the key to this
+    route and ``fingerprint`` (the request's fields): sent again, it returns the first job's result."""
+    queue = request.app.state.jobs
+    key = request.headers.get("idempotency-key")
+    job, _ = await run_in_threadpool(queue.submit, user.id, kind, payload, session_id=session_id,
+                                     idempotency_key=key, files=files,
+                                     fingerprint=request_hash(request.url.path, fingerprint) if key else None)
+    outcome = await queue.wait(job.id)
+    outcome.raise_error()
+    return outcome
 
 
 class GenerationRequest(BaseModel):
@@ -141,7 +123,7 @@ def encode(image, fmt: str, compression: int | None, record: dict) -> bytes:
 
 def image_url(request: Request, settings, image_id: str, fmt: str) -> str:
     expires = int(time.time()) + settings.url_ttl_s
-    signature = sign(settings.signing_key(), f"{image_id}.{fmt}:{expires}")
+    signature = sign(request.app.state.signing_key, f"{image_id}.{fmt}:{expires}")
     base = (settings.public_url or str(request.base_url)).rstrip("/")
     return f"{base}/v1/images/files/{image_id}.{fmt}?expires={expires}&signature={signature}"
 
@@ -153,52 +135,42 @@ def list_models(request: Request, user: CurrentUser) -> ModelList:
 
 
 @router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
-async def create_images(body: GenerationRequest, request: Request, user: CurrentUser, db: SessionDep,
+async def create_images(body: GenerationRequest, request: Request, user: CurrentUser,
                         settings: SettingsDep) -> ImagesResponse:
-    from pixelchat.engines import GenerateRequest, UnsupportedOperation
     from pixelchat.vision.style import get_style
 
     engine = check_model(request, body.model)
     size = check_size(engine, body.size)
-    style = None
     if body.style and body.style != "natural":
         try:
-            style = get_style(body.style)
+            get_style(body.style)
         except ValueError as e:
             raise APIError(400, str(e), param="style", code="invalid_value") from None
-    job = GenerateRequest(prompt=body.prompt, n=body.n, seed=body.seed, negative_prompt=body.negative_prompt or None)
-    try:
-        results = await through_gate(request, lambda: engine.generate(job))
-    except UnsupportedOperation as e:
-        raise APIError(400, str(e), param="negative_prompt", code="unsupported_parameter") from None
-    except ValueError as e:
-        raise APIError(400, str(e), code="invalid_value") from None
-    return await run_in_threadpool(respond, results, body.prompt, request, user, db, settings, body.response_format,
-                                   body.output_format, body.output_compression, size, style)
+    payload = {"prompt": body.prompt, "n": body.n, "seed": body.seed, "style": body.style,
+               "negative_prompt": body.negative_prompt}
+    client_errors(lambda: engine.check_inputs(generate_request(payload)))  # refused now, not in a batch
+    outcome = await run_job(request, user, "generate", payload, body.model_dump())
+    return await run_in_threadpool(answer, outcome, request, settings, body.response_format, body.output_format,
+                                   body.output_compression, size)
 
 
-def respond(results, revised_prompt: str, request: Request, user, db, settings, response_format: str,
-            output_format: str, compression: int | None, size: str, style=None) -> ImagesResponse:
-    """Store each picture (PNG with its record) for ``user`` and answer in OpenAI's shape."""
-    from pixelchat.vision.style import apply_style
-
+def answer(outcome: Outcome, request: Request, settings, response_format: str, output_format: str,
+           compression: int | None, size: str) -> ImagesResponse:
+    """A finished job's pictures in OpenAI's shape."""
+    revised = outcome.result.get("revised_prompt", "")
     data = []
-    for r in results:
-        image, record = r.image, dict(r.record)
-        if style is not None:
-            image, record["style"] = apply_style(image, style), style.name
-        png = encode(image, "png", None, record)
-        row = ImageRow(id=secrets.token_hex(16), user_id=user.id, sha256=request.app.state.store.put(png),
-                       prompt=str(record.get("prompt", revised_prompt))[:1000], record=record)
-        db.add(row)
+    for image_id, png, image, record in zip(outcome.ids, outcome.pngs, outcome.images, outcome.records):
         if response_format == "url":
-            data.append(ImageData(url=image_url(request, settings, row.id, output_format), revised_prompt=revised_prompt,
-                                  id=row.id))
+            data.append(ImageData(url=image_url(request, settings, image_id, output_format), revised_prompt=revised,
+                                  id=image_id))
         else:
             raw = png if output_format == "png" else encode(image, output_format, compression, record)
-            data.append(ImageData(b64_json=base64.b64encode(raw).decode(), revised_prompt=revised_prompt, id=row.id))
-    db.commit()
+            data.append(ImageData(b64_json=base64.b64encode(raw).decode(), revised_prompt=revised, id=image_id))
     return ImagesResponse(created=int(time.time()), data=data, output_format=output_format, size=size)
+
+
+def fingerprint_of(image) -> str:
+    return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
 
 
 async def read_upload(request: Request, files: list[UploadFile], param: str, mode: str):
@@ -221,7 +193,7 @@ def uploaded(single: UploadFile | None, many: list[UploadFile] | None) -> list[U
 
 @router.post("/images/edits", response_model=ImagesResponse, response_model_exclude_none=True)
 async def create_edit(
-    request: Request, user: CurrentUser, db: SessionDep, settings: SettingsDep,
+    request: Request, user: CurrentUser, settings: SettingsDep,
     prompt: Annotated[str, Form(min_length=1, max_length=1000)],
     image: Annotated[UploadFile | None, File(description="PNG, JPEG or WebP")] = None,
     images: Annotated[list[UploadFile] | None, File(alias="image[]")] = None,
@@ -237,9 +209,7 @@ async def create_edit(
     strength: Annotated[float | None, Form(ge=0, le=1)] = None,
 ) -> ImagesResponse:
     """Edit a picture by instruction ("add a boat") or by a prompt for the whole picture."""
-    from pixelchat.edit import edit
     from pixelchat.imagefiles import ImageFileError, mask_array
-    from pixelchat.text.instructions import InstructionError
 
     engine = check_model(request, model)
     native = check_size(engine, size)
@@ -252,23 +222,17 @@ async def create_edit(
         except ImageFileError as e:
             raise APIError(400, str(e), param="mask", code="invalid_mask") from None
 
-    def run():
-        return edit(picture, prompt, mask=m, n=n, seed=seed, model=settings.model,
-                    **({"strength": strength} if strength is not None else {}))
-
-    try:
-        result = await through_gate(request, run)
-    except InstructionError as e:
-        raise APIError(400, str(e), param="prompt", code="invalid_prompt") from None
-    except ValueError as e:
-        raise APIError(400, str(e), code="invalid_value") from None
-    return await run_in_threadpool(respond, result.images, result.revised_prompt, request, user, db, settings,
-                                   response_format, output_format, output_compression, native)
+    fields = {"prompt": prompt, "n": n, "seed": seed, "strength": strength}
+    outcome = await run_job(request, user, "edit", fields,
+                            {**fields, "image": fingerprint_of(picture), "mask": m and fingerprint_of(m)},
+                            files={"image": picture, **({"mask": m} if m is not None else {})})
+    return await run_in_threadpool(answer, outcome, request, settings, response_format, output_format,
+                                   output_compression, native)
 
 
 @router.post("/images/variations", response_model=ImagesResponse, response_model_exclude_none=True)
 async def create_variation(
-    request: Request, user: CurrentUser, db: SessionDep, settings: SettingsDep,
+    request: Request, user: CurrentUser, settings: SettingsDep,
     image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
     n: Annotated[int, Form(ge=1, le=10)] = 1,
     size: Annotated[str | None, Form()] = None,
@@ -279,22 +243,15 @@ async def create_variation(
     seed: Annotated[int | None, Form(ge=0)] = None,
 ) -> ImagesResponse:
     """Pictures like the given one: same attributes, other details."""
-    from pixelchat.edit import vary
 
     engine = check_model(request, model)
     native = check_size(engine, size)
     picture = await read_upload(request, [image], "image", "RGB")
 
-    def run():
-        return vary(picture, n=n, seed=seed, model=settings.model)
-
-    try:
-        results = await through_gate(request, run)
-    except ValueError as e:
-        raise APIError(400, str(e), code="invalid_value") from None
-    prompt = results[0].record.get("prompt", "") if results else ""
-    return await run_in_threadpool(respond, results, prompt, request, user, db, settings, response_format,
-                                   output_format, None, native)
+    fields = {"n": n, "seed": seed}
+    outcome = await run_job(request, user, "vary", fields, {**fields, "image": fingerprint_of(picture)},
+                            files={"image": picture})
+    return await run_in_threadpool(answer, outcome, request, settings, response_format, output_format, None, native)
 
 
 @router.get("/images/files/{name}", response_class=Response, include_in_schema=True,
@@ -303,7 +260,7 @@ def image_file(name: str, expires: int, signature: str, request: Request, db: Se
                settings: SettingsDep) -> Response:
     """A picture behind a signed, expiring link (no API key needed: the signature is the key)."""
     image_id, _, fmt = name.partition(".")
-    if fmt not in MEDIA or not signature_ok(settings.signing_key(), f"{image_id}.{fmt}:{expires}", signature):
+    if fmt not in MEDIA or not signature_ok(request.app.state.signing_key, f"{image_id}.{fmt}:{expires}", signature):
         raise APIError(404, "No such image.", code="not_found")
     if expires < time.time():
         raise APIError(404, "This image link has expired; ask for the image again.", code="expired")

@@ -1,0 +1,143 @@
+"""What each kind of job does, on the worker thread: thin calls into the Python API (generate, edit,
+vary, describe, a conversation turn). Errors a client caused become `APIError`s (400), so the job
+fails with a message the route returns as is."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from PIL import Image
+
+from pixelchat.server.errors import APIError
+from pixelchat.server.jobs import JobQueue, Made
+from pixelchat.server.models import Job, SessionRow
+
+
+def engine_of(queue: JobQueue):
+    from pixelchat.engines import load_engine
+
+    return load_engine(queue.settings.model)
+
+
+def client_errors(fn):
+    """Run ``fn``; the engine's and reader's complaints about the request become 400s."""
+    from pixelchat.engines import UnsupportedOperation
+    from pixelchat.text.instructions import InstructionError
+
+    try:
+        return fn()
+    except UnsupportedOperation as e:
+        raise APIError(400, str(e), param="negative_prompt", code="unsupported_parameter") from None
+    except InstructionError as e:
+        raise APIError(400, str(e), param="prompt", code="invalid_prompt") from None
+    except ValueError as e:
+        raise APIError(400, str(e), code="invalid_value") from None
+
+
+def styled(results, style_name: str | None) -> Made:
+    from pixelchat.vision.style import apply_style, get_style
+
+    made = Made()
+    for r in results:
+        image, record = r.image, dict(r.record)
+        if style_name and style_name not in ("natural", "none"):
+            image, record["style"] = apply_style(image, get_style(style_name)), style_name
+        made.images.append(image)
+        made.records.append(record)
+    return made
+
+
+def generate_request(payload: dict):
+    from pixelchat.engines import GenerateRequest
+
+    return GenerateRequest(prompt=payload["prompt"], n=int(payload.get("n", 1)), seed=payload.get("seed"),
+                           negative_prompt=payload.get("negative_prompt") or None)
+
+
+def generate_batch(queue: JobQueue, jobs: list[Job]) -> list[Made]:
+    engine = engine_of(queue)
+    results = client_errors(lambda: engine.generate_batch([generate_request(j.payload) for j in jobs]))
+    out = []
+    for job, images in zip(jobs, results):
+        made = styled(images, job.payload.get("style"))
+        made.result = {"revised_prompt": job.payload["prompt"]}
+        out.append(made)
+    return out
+
+
+def upload(queue: JobQueue, job: Job, name: str) -> Image.Image | None:
+    if not job.payload.get(name):
+        return None
+    path = queue.upload_path(job.id, name)
+    if not path.exists():
+        raise APIError(500, f"the uploaded {name} of this job is gone", param=name, code="upload_lost")
+    image = Image.open(path, formats=["PNG"])
+    image.load()
+    return image
+
+
+def run(queue: JobQueue, job: Job) -> Made:
+    p, model = job.payload, queue.settings.model
+    if job.kind == "generate":
+        return generate_batch(queue, [job])[0]
+    if job.kind == "edit":
+        from pixelchat.edit import edit
+
+        picture, mask = upload(queue, job, "image"), upload(queue, job, "mask")
+        options = {"strength": p["strength"]} if p.get("strength") is not None else {}
+        result = client_errors(lambda: edit(picture.convert("RGB"), p["prompt"], mask=mask, n=int(p.get("n", 1)),
+                                            seed=p.get("seed"), model=model, **options))
+        made = styled(result.images, None)
+        made.result = {"revised_prompt": result.revised_prompt}
+        return made
+    if job.kind == "vary":
+        from pixelchat.edit import vary
+
+        picture = upload(queue, job, "image").convert("RGB")
+        results = client_errors(lambda: vary(picture, n=int(p.get("n", 1)), seed=p.get("seed"), model=model))
+        made = styled(results, None)
+        made.result = {"revised_prompt": results[0].record.get("prompt", "") if results else ""}
+        return made
+    if job.kind == "describe":
+        from pixelchat.describe import describe
+
+        d = client_errors(lambda: describe(upload(queue, job, "image").convert("RGB"), model=model))
+        return Made(result={"caption": d.caption, "prompt": d.prompt, "attributes": d.attributes,
+                            "confidence": {k: round(float(v), 4) for k, v in d.confidence.items()}})
+    if job.kind == "message":
+        return message(queue, job)
+    raise APIError(400, f"unknown job kind {job.kind!r}", code="invalid_value")
+
+
+@lru_cache(maxsize=1)
+def rewriter():
+    from pixelchat.conversation.llm import rewriter_from_env
+
+    return rewriter_from_env()
+
+
+def message(queue: JobQueue, job: Job) -> Made:
+    """One turn of a stored conversation: say something, undo, or go to an earlier turn."""
+    from pixelchat.conversation.session import Session
+
+    with queue.sessions() as db:
+        row = db.get(SessionRow, job.session_id)
+        data = row.data if row is not None else None
+    if data is None:
+        raise APIError(404, "The session was deleted.", param="session_id", code="not_found")
+    session = Session.from_json(data)
+    session.model = queue.settings.model
+    session.llm = rewriter()
+    action = job.payload.get("action", "say")
+    if action == "undo":
+        turn = session.undo()
+    elif action == "goto":
+        turn = client_errors(lambda: session.goto(int(job.payload["node"])))
+    else:
+        turn = client_errors(lambda: session.turn(job.payload["text"]))
+    made = Made(session_data=session.to_json())
+    for image in turn.images:
+        made.images.append(image)
+        made.records.append({**image.info.get("pixelchat", {}), "session_node": turn.node.id if turn.node else None})
+    made.result = {"turn": turn.to_dict()}
+    return made

@@ -1,0 +1,417 @@
+"""The job queue: every piece of engine work (generate, edit, vary, describe, a conversation turn)
+is a job, persisted before it runs and finished in one transaction with what it made, so a crash
+or restart re-runs what was interrupted and nothing is done twice.
+
+One worker thread owns the engine. Generation requests waiting together are drawn in one forward
+pass (dynamic batching: up to ``batch_images`` images, waiting at most ``batch_wait_ms`` for more).
+The queue is bounded: when ``queue_size`` jobs wait, a new one is refused at once (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from PIL import Image
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from pixelchat.server.errors import APIError
+from pixelchat.server.models import ImageRow, Job, SessionRow
+
+log = logging.getLogger("pixelchat.server.jobs")
+FINAL = ("succeeded", "failed")
+MAX_ATTEMPTS = 3  # a job interrupted this often (by crashes) is failed instead of run again
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def request_hash(route: str, fields: dict) -> str:
+    """What an Idempotency-Key is bound to: the route and its canonical body."""
+    return hashlib.sha256(json.dumps([route, fields], sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Outcome:
+    """A finished job as the route that waits for it needs it: the stored pictures (ids, PNG bytes,
+    images, records) and the job's result and error."""
+
+    job_id: str
+    status: str
+    result: dict = field(default_factory=dict)
+    error: dict | None = None
+    ids: list[str] = field(default_factory=list)
+    pngs: list[bytes] = field(default_factory=list)
+    images: list[Image.Image] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            e = self.error
+            raise APIError(e.get("status", 500), e.get("message", "the job failed"), param=e.get("param"),
+                           code=e.get("code"))
+
+
+@dataclass
+class Made:
+    """What a handler made for one job: pictures to store (with records) and a result."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    result: dict = field(default_factory=dict)
+    session_data: str | None = None  # the conversation after the turn
+
+
+class JobQueue:
+    def __init__(self, settings, sessions, store, events):
+        self.settings, self.sessions, self.store, self.events = settings, sessions, store, events
+        self.uploads = Path(settings.data_dir) / "uploads"
+        self._pending: deque[str] = deque()
+        self._kinds: dict[str, tuple[str, int, str | None]] = {}  # pending job id → (kind, images, session)
+        self._busy: set[str] = set()  # sessions with a turn being run: their next turn waits for it
+        self._cond = threading.Condition()
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._reserved = 0
+        self.running: set[str] = set()
+        self.batches: list[int] = []  # images per engine call, most recent last (bounded)
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def start(self, workers: int = 1) -> None:
+        self.recover()
+        self._stopping = False
+        for i in range(workers):
+            t = threading.Thread(target=self._work, name=f"pixelchat-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Finish the jobs being run and stop; queued jobs stay queued in the database for the next start."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
+
+    def recover(self) -> int:
+        """Queue again what a previous process left queued or running (oldest first)."""
+        with self.sessions() as db:
+            db.execute(update(Job).where(Job.status == "running").values(status="queued"))
+            for job in db.scalars(select(Job).where(Job.status == "queued", Job.attempts >= MAX_ATTEMPTS)):
+                job.status, job.finished = "failed", utcnow()
+                job.error = {"status": 500, "message": f"the job was interrupted {job.attempts} times; not retried",
+                             "code": "interrupted", "param": None}
+            db.commit()
+            rows = db.execute(select(Job.id, Job.kind, Job.payload, Job.session_id).where(Job.status == "queued")
+                              .order_by(Job.created)).all()
+        with self._cond:
+            for job_id, kind, payload, session_id in rows:
+                if job_id not in self._kinds:
+                    self._pending.append(job_id)
+                    self._kinds[job_id] = (kind, int(payload.get("n", 1)), session_id)
+            self._cond.notify_all()
+        if rows:
+            log.info("re-queued %d interrupted jobs", len(rows))
+        return len(rows)
+
+    # --- submitting and waiting ------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    def submit(self, user_id: int, kind: str, payload: dict, *, session_id: str | None = None,
+               idempotency_key: str | None = None, fingerprint: str | None = None,
+               files: dict[str, Image.Image] | None = None) -> tuple[Job, bool]:
+        """Persist and queue a job; returns it and whether it is new. With an Idempotency-Key seen
+        before: the same request returns the first job, another request is refused (409)."""
+        if idempotency_key is not None:
+            if len(idempotency_key) > 255 or not idempotency_key.strip():
+                raise APIError(400, "Idempotency-Key must be 1–255 characters.", param="Idempotency-Key",
+                               code="invalid_value")
+            with self.sessions() as db:
+                old = db.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key))
+            if old is not None:
+                return self.reuse(old, fingerprint), False
+        with self._cond:
+            if self._stopping:
+                raise APIError(503, "The server is shutting down; try again in a moment.", code="server_busy",
+                               headers={"Retry-After": "5"})
+            if len(self._pending) + self._reserved >= self.settings.queue_size:
+                raise APIError(503, "The server is busy; try again in a moment.", code="server_busy",
+                               headers={"Retry-After": "1"})
+            self._reserved += 1  # counts against the capacity while its row is written
+        job_id = secrets.token_hex(16)
+        try:
+            if files:
+                self.uploads.mkdir(parents=True, exist_ok=True)
+                for name, image in files.items():
+                    image.save(self.upload_path(job_id, name), format="PNG")
+                    payload = {**payload, name: True}
+            job = Job(id=job_id, user_id=user_id, kind=kind, status="queued", payload=payload, progress=0.0,
+                      attempts=0, idempotency_key=idempotency_key, request_hash=fingerprint, session_id=session_id,
+                      created=utcnow())
+            with self.sessions() as db:
+                db.add(job)
+                db.commit()
+        except IntegrityError:  # the same key raced in from another request
+            self._cleanup(job_id)
+            with self.sessions() as db:
+                old = db.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key))
+            return self.reuse(old, fingerprint), False
+        except BaseException:
+            self._cleanup(job_id)
+            raise
+        finally:
+            with self._cond:
+                self._reserved -= 1
+        with self._cond:
+            self._pending.append(job_id)
+            self._kinds[job_id] = (kind, int(payload.get("n", 1)), session_id)
+            self._cond.notify_all()
+        self.publish(job)
+        return job, True
+
+    def reuse(self, job: Job, fingerprint: str | None) -> Job:
+        if job.request_hash != fingerprint:
+            raise APIError(409, "This Idempotency-Key was used with another request; use a new key.",
+                           param="Idempotency-Key", code="idempotency_key_reused")
+        return job
+
+    def upload_path(self, job_id: str, name: str) -> Path:
+        return self.uploads / f"{job_id}-{name}.png"
+
+    async def wait(self, job_id: str) -> Outcome:
+        """The finished job (waits while it is queued or running)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._cond:
+            self._waiters.setdefault(job_id, []).append((loop, future))
+        with self.sessions() as db:
+            job = db.get(Job, job_id)
+        if job is not None and job.status in FINAL:
+            self._drop_waiter(job_id, future)
+            return self.outcome_of(job)
+        try:
+            return await future
+        finally:
+            self._drop_waiter(job_id, future)
+
+    def _drop_waiter(self, job_id: str, future) -> None:
+        with self._cond:
+            waiters = [w for w in self._waiters.get(job_id, []) if w[1] is not future]
+            if waiters:
+                self._waiters[job_id] = waiters
+            else:
+                self._waiters.pop(job_id, None)
+
+    def outcome_of(self, job: Job) -> Outcome:
+        """A finished job rebuilt from the database and the image store."""
+        ids = list((job.result or {}).get("images", []))
+        out = Outcome(job.id, job.status, job.result or {}, job.error, ids)
+        with self.sessions() as db:
+            rows = {r.id: r for r in db.scalars(select(ImageRow).where(ImageRow.id.in_(ids)))} if ids else {}
+        for i in ids:
+            row = rows.get(i)
+            if row is None:  # deleted by its owner since
+                continue
+            png = self.store.get(row.sha256)
+            out.pngs.append(png)
+            out.images.append(Image.open(io.BytesIO(png)).convert("RGB"))
+            out.records.append(row.record)
+        out.ids = [i for i in ids if i in rows]
+        return out
+
+    def publish(self, job: Job, **extra) -> None:
+        event = {"type": "job", "job": job.id, "kind": job.kind, "status": job.status, "progress": job.progress,
+                 **extra}
+        self.events.publish(f"job:{job.id}", event)
+
+    # --- the worker ------------------------------------------------------------------------------
+
+    def _take(self) -> tuple[list[str], str | None] | None:
+        """The next batch of job ids: one job, or compatible generation jobs gathered for a short while."""
+        s = self.settings
+        with self._cond:
+            while (first := self._next()) is None:
+                if self._stopping:
+                    return None
+                self._cond.wait(0.5)
+            if self._stopping:
+                return None
+            self._pending.remove(first)
+            kind, images, session_id = self._kinds.pop(first)
+            batch = [first]
+            if session_id is not None:
+                self._busy.add(session_id)
+            if kind != "generate":
+                return batch, session_id
+            deadline = time.monotonic() + s.batch_wait_ms / 1000
+            while images < s.batch_images:
+                for job_id in list(self._pending):
+                    k, n, _ = self._kinds[job_id]
+                    if k == "generate" and images + n <= s.batch_images:
+                        self._pending.remove(job_id)
+                        del self._kinds[job_id]
+                        batch.append(job_id)
+                        images += n
+                left = deadline - time.monotonic()
+                if left <= 0 or images >= s.batch_images or self._stopping:
+                    break
+                self._cond.wait(left)
+            return batch, None
+
+    def _next(self) -> str | None:
+        """The oldest pending job that may run now (a session runs one turn at a time)."""
+        for job_id in self._pending:
+            session_id = self._kinds[job_id][2]
+            if session_id is None or session_id not in self._busy:
+                return job_id
+        return None
+
+    def _work(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            batch, session_id = taken
+            try:
+                self._run(batch)
+            except Exception:  # a bug must not stop the worker; the jobs are failed and said so
+                log.exception("jobs %s failed", batch)
+                for job_id in batch:
+                    self._fail(job_id, {"status": 500, "message": "The server failed on this request.",
+                                        "code": "server_error", "param": None})
+            finally:
+                with self._cond:
+                    self._busy.discard(session_id)
+                    self._cond.notify_all()
+
+    def _run(self, batch: list[str]) -> None:
+        jobs = []
+        with self.sessions() as db:
+            for job_id in batch:
+                job = db.get(Job, job_id)
+                if job is None or job.status in FINAL:
+                    continue
+                job.status, job.started, job.attempts = "running", utcnow(), job.attempts + 1
+                jobs.append(job)
+            db.commit()
+            for job in jobs:
+                db.expunge(job)
+        self.running.update(j.id for j in jobs)
+        for job in jobs:
+            self.publish(job)
+        try:
+            results = self._handle(jobs)
+        finally:
+            self.running.difference_update(j.id for j in jobs)
+        for job, made in zip(jobs, results):
+            if isinstance(made, APIError):
+                self._fail(job.id, {"status": made.status, "message": made.message, "param": made.param,
+                                    "code": made.code})
+            else:
+                self._finish(job, made)
+
+    def _handle(self, jobs: list[Job]) -> list[Made | APIError]:
+        from pixelchat.server import handlers
+
+        if len(jobs) > 1:
+            self.batches = (self.batches + [sum(int(j.payload.get("n", 1)) for j in jobs)])[-1000:]
+            try:
+                return handlers.generate_batch(self, jobs)
+            except APIError:
+                pass  # one bad request in the batch: run each alone so only it fails
+        out = []
+        for job in jobs:
+            if len(jobs) == 1:
+                self.batches = (self.batches + [int(job.payload.get("n", 1))])[-1000:]
+            try:
+                out.append(handlers.run(self, job))
+            except APIError as e:
+                out.append(e)
+        return out
+
+    def _finish(self, job: Job, made: Made) -> None:
+        from pixelchat.imagefiles import png_bytes
+
+        pngs = [png_bytes(image, record) for image, record in zip(made.images, made.records)]
+        ids = [secrets.token_hex(16) for _ in pngs]
+        with self.sessions() as db:
+            row = db.get(Job, job.id)
+            if row is None or row.status in FINAL:  # deleted meanwhile, or already done
+                return
+            for image_id, png, record in zip(ids, pngs, made.records):
+                model = record.get("model", {}).get("id") if isinstance(record.get("model"), dict) else None
+                db.add(ImageRow(id=image_id, user_id=job.user_id, sha256=self.store.put(png),
+                                prompt=str(record.get("prompt", ""))[:1000], record=record, model=model,
+                                session_id=job.session_id, created=utcnow()))
+            if made.session_data is not None:
+                session = db.get(SessionRow, job.session_id)
+                if session is not None:
+                    session.data, session.updated = made.session_data, utcnow()
+            row.status, row.progress, row.finished = "succeeded", 1.0, utcnow()
+            row.result = {**made.result, "images": ids}
+            db.commit()
+            db.refresh(row)
+            db.expunge(row)
+        self._cleanup(job.id)
+        self.publish(row)
+        if job.session_id:
+            self.publish_turn(row)
+        self._resolve(job.id, Outcome(job.id, "succeeded", row.result, None, ids, pngs, made.images, made.records))
+
+    def _fail(self, job_id: str, error: dict) -> None:
+        with self.sessions() as db:
+            row = db.get(Job, job_id)
+            if row is None:
+                return
+            row.status, row.error, row.finished = "failed", error, utcnow()
+            db.commit()
+            db.refresh(row)
+            db.expunge(row)
+        self._cleanup(job_id)
+        self.publish(row, error=error)
+        self._resolve(job_id, Outcome(job_id, "failed", {}, error))
+
+    def publish_turn(self, job: Job) -> None:
+        with self.sessions() as db:
+            session = db.get(SessionRow, job.session_id)
+            room = session.room_id if session is not None else None
+        event = {"type": "turn", "session": job.session_id, "job": job.id, "user": job.user_id,
+                 "turn": job.result.get("turn"), "images": job.result.get("images", [])}
+        self.events.publish(f"session:{job.session_id}", event)
+        if room:
+            self.events.publish(f"room:{room}", event)
+
+    def _cleanup(self, job_id: str) -> None:
+        if self.uploads.exists():
+            for path in self.uploads.glob(f"{job_id}-*.png"):
+                path.unlink(missing_ok=True)
+
+    def _resolve(self, job_id: str, outcome: Outcome) -> None:
+        with self._cond:
+            waiters = self._waiters.pop(job_id, [])
+        for loop, future in waiters:
+            def settle(f=future):
+                if not f.done():
+                    f.set_result(outcome)
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:  # that request's loop is gone
+                pass
