@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
@@ -16,7 +17,8 @@ from pixelchat.server.db import migrate, session_factory
 from pixelchat.server.events import Broker
 from pixelchat.server.jobs import JobQueue
 from pixelchat.server import ratelimit
-from pixelchat.server.routes import auth, health, images, openai_images, ratings, rooms
+from pixelchat.server.routes import auth, health, images, jobs, openai_images, ratings, rooms
+from pixelchat.server.routes import sessions as conversations
 from pixelchat.server.store import ImageStore
 
 
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         from pixelchat.engines import load_engine
 
         await run_in_threadpool(load_engine, settings.model)  # the first request should not wait for it
+        events.loop = asyncio.get_running_loop()
         queue.start(settings.workers)
         yield
         await run_in_threadpool(queue.stop)  # the jobs being run finish; queued ones wait for the next start
@@ -95,6 +98,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(images.router)
     app.include_router(images.describe_router)
     app.include_router(auth.router)
+    app.include_router(conversations.router)
+    app.include_router(conversations.styles_router)
+    app.include_router(jobs.router)
     app.include_router(rooms.router)
     app.include_router(ratings.router)
     ratelimit.install(app, settings)

@@ -21,7 +21,12 @@ BUFFER = 256
 class Subscription:
     def __init__(self, broker: Broker, topics: tuple[str, ...]):
         self.broker, self.topics = broker, topics
-        self.loop = asyncio.get_running_loop()
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:  # subscribed from a route running in a worker thread
+            if broker.loop is None:
+                raise
+            self.loop = broker.loop
         self.queue: asyncio.Queue[dict] = asyncio.Queue(BUFFER)
 
     def deliver(self, event: dict) -> None:  # on the event loop
@@ -41,6 +46,7 @@ class Subscription:
 
 class Broker:
     def __init__(self):
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's loop, set when it starts
         self._lock = threading.Lock()
         self._subs: dict[str, set[Subscription]] = {}
 

@@ -12,8 +12,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from pixelchat.server.access import image_for
 from pixelchat.server.deps import CurrentUser, SessionDep
-from pixelchat.server.errors import APIError
 from pixelchat.server.models import ImageRow
 
 router = APIRouter(prefix="/api/images", tags=["images"])
@@ -25,6 +25,8 @@ class ImagePublic(BaseModel):
     created: datetime
     record: dict
     sha256: str
+    model: str | None = None
+    session_id: str | None = None
 
 
 class ImageList(BaseModel):
@@ -32,15 +34,9 @@ class ImageList(BaseModel):
     has_more: bool
 
 
-def own(db, user, image_id: str) -> ImageRow:
-    row = db.get(ImageRow, image_id)
-    if row is None or row.user_id != user.id:
-        raise APIError(404, f"No image '{image_id}'.", param="image_id", code="not_found")
-    return row
-
-
 def public(row: ImageRow) -> ImagePublic:
-    return ImagePublic(id=row.id, prompt=row.prompt, created=row.created, record=row.record, sha256=row.sha256)
+    return ImagePublic(id=row.id, prompt=row.prompt, created=row.created, record=row.record, sha256=row.sha256,
+                       model=row.model, session_id=row.session_id)
 
 
 @router.get("", response_model=ImageList)
@@ -58,21 +54,22 @@ def list_images(user: CurrentUser, db: SessionDep, q: str | None = Query(None, m
 
 @router.get("/{image_id}", response_model=ImagePublic)
 def get_image(image_id: str, user: CurrentUser, db: SessionDep) -> ImagePublic:
-    return public(own(db, user, image_id))
+    return public(image_for(db, user, image_id))
 
 
 @router.get("/{image_id}/file", response_class=Response, responses={200: {"content": {"image/png": {}}}})
 def download_image(image_id: str, request: Request, user: CurrentUser, db: SessionDep) -> Response:
     """The PNG with its record (our JSON and an A1111 `parameters` line)."""
-    row = own(db, user, image_id)
+    row = image_for(db, user, image_id)
     return Response(request.app.state.store.get(row.sha256), media_type="image/png",
                     headers={"Content-Disposition": f'attachment; filename="pixelchat-{row.id}.png"'})
 
 
 @router.delete("/{image_id}", status_code=204, response_class=Response)
 def delete_image(image_id: str, request: Request, user: CurrentUser, db: SessionDep) -> Response:
-    """Forget the picture; its file goes too unless another record still uses the same bytes."""
-    row = own(db, user, image_id)
+    """Forget the picture; its file goes too unless another record still uses the same bytes. Yours,
+    or one in a room you own."""
+    row = image_for(db, user, image_id, need="owner")
     sha = row.sha256
     db.delete(row)
     db.commit()
