@@ -17,7 +17,6 @@ from PIL import Image
 fastapi = pytest.importorskip("fastapi")
 
 from conftest import error_of  # noqa: E402
-from pixelchat.server.config import Settings  # noqa: E402
 
 
 def test_health_needs_no_key_and_everything_else_does(server):

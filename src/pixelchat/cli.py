@@ -481,7 +481,8 @@ def serve(
         if not 1 <= port <= 65535:
             raise ValueError(f"--port must be between 1 and 65535, got {port}")
         application = create_app(Settings())  # migrations run here, before the first request
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    # on Ctrl-C or SIGTERM: stop accepting, let requests in flight finish (up to 60 s), then stop the queue
+    uvicorn.run(application, host=host, port=port, log_level="info", timeout_graceful_shutdown=60)
 
 
 def _admin_db():
@@ -521,6 +522,40 @@ def keys_create(
         with _admin_db() as db:
             key = create_key(db, user, key_name)
     typer.echo(json.dumps({"key": key}) if as_json else key)
+
+
+@keys_app.command("list")
+def keys_list(
+    user: str = typer.Argument(..., help="Whose keys."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+):
+    """List a user's API keys: id, prefix, name, created, revoked (never the keys themselves)."""
+    from pixelchat.server.admin import list_keys
+
+    with user_errors():
+        with _admin_db() as db:
+            keys = [{"id": k.id, "name": k.name, "prefix": k.prefix, "created": k.created.isoformat(),
+                     "revoked": k.revoked.isoformat() if k.revoked else None} for k in list_keys(db, user)]
+    if as_json:
+        typer.echo(json.dumps(keys))
+        return
+    for k in keys:
+        typer.echo(f"{k['id']}\t{k['prefix']}\t{k['name']}\t{k['created']}\t"
+                   f"{'revoked ' + k['revoked'] if k['revoked'] else 'active'}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    user: str = typer.Argument(..., help="Whose key."),
+    key: str = typer.Argument(..., metavar="KEY_ID_OR_PREFIX", help="The key's id or prefix (see 'keys list')."),
+):
+    """Revoke an API key: from then on it gets 401."""
+    from pixelchat.server.admin import revoke_key
+
+    with user_errors():
+        with _admin_db() as db:
+            row = revoke_key(db, user, key)
+    typer.echo(f"revoked key {row.id} ({row.prefix}) of {user}")
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pixelchat.server.models import ApiKey, User
-from pixelchat.server.security import hash_api_key, hash_password, new_api_key
+from pixelchat.server.models import ApiKey, User, utcnow
+from pixelchat.server.security import hash_password, hash_token, new_api_key
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -24,12 +24,51 @@ def create_user(db: Session, name: str, password: str | None = None) -> User:
     return user
 
 
+def find_user(db: Session, name: str) -> User:
+    user = db.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise ValueError(f"there is no user {name!r}; create one with 'pixelchat users create {name}'")
+    return user
+
+
+def add_key(db: Session, user: User, key_name: str = "default") -> tuple[ApiKey, str]:
+    """A new API key for ``user``: its row and the key, which is shown once and stored only as a hash."""
+    key = new_api_key()
+    row = ApiKey(user_id=user.id, name=key_name[:64], prefix=key[:10], key_hash=hash_token(key))
+    db.add(row)
+    db.commit()
+    return row, key
+
+
 def create_key(db: Session, user_name: str, key_name: str = "default") -> str:
     """A new API key for ``user_name``; returns the key, which is shown once and stored only as a hash."""
-    user = db.scalar(select(User).where(User.name == user_name))
-    if user is None:
-        raise ValueError(f"there is no user {user_name!r}; create one with 'pixelchat users create {user_name}'")
-    key = new_api_key()
-    db.add(ApiKey(user_id=user.id, name=key_name[:64], prefix=key[:10], key_hash=hash_api_key(key)))
-    db.commit()
-    return key
+    return add_key(db, find_user(db, user_name), key_name)[1]
+
+
+def keys_of(db: Session, user: User) -> list[ApiKey]:
+    return list(db.scalars(select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.id)))
+
+
+def list_keys(db: Session, user_name: str) -> list[ApiKey]:
+    """``user_name``'s keys, revoked ones included, oldest first."""
+    return keys_of(db, find_user(db, user_name))
+
+
+def revoke(db: Session, row: ApiKey) -> ApiKey:
+    """Revoke the key (kept, marked with the time; revoking twice keeps the first time)."""
+    if row.revoked is None:
+        row.revoked = utcnow()
+        db.commit()
+    return row
+
+
+def revoke_key(db: Session, user_name: str, ref: str) -> ApiKey:
+    """Revoke one of ``user_name``'s keys, named by its id, its prefix or the key itself."""
+    user = find_user(db, user_name)
+    ref = ref.strip()
+    found = [k for k in keys_of(db, user) if ref in (str(k.id), k.prefix) or hash_token(ref) == k.key_hash]
+    if not found:
+        raise ValueError(f"user {user_name!r} has no key {ref!r}; see 'pixelchat keys list {user_name}'")
+    if len(found) > 1:
+        raise ValueError(f"{ref!r} matches {len(found)} keys of {user_name!r}; give the key's id")
+    return revoke(db, found[0])

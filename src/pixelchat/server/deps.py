@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Literal, NamedTuple
 
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pixelchat.server import ratelimit
 from pixelchat.server.config import Settings
 from pixelchat.server.errors import APIError
-from pixelchat.server.models import ApiKey, User
-from pixelchat.server.security import hash_api_key
+from pixelchat.server.models import ApiKey, Login, User, utcnow
+from pixelchat.server.security import hash_token
+
+SESSION_COOKIE = "pixelchat_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Credential(NamedTuple):
+    """How the caller signed in: an API key or a browser login (with that login's CSRF token)."""
+
+    kind: Literal["key", "login"]
+    id: int
+    csrf_token: str | None = None
 
 
 def get_settings(request: Request) -> Settings:
@@ -28,17 +42,38 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def current_user(request: Request, db: SessionDep) -> User:
-    auth = request.headers.get("authorization", "")
-    scheme, _, key = auth.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+def bearer_key(request: Request) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+def authenticate(request: Request, db: Session) -> tuple[User, Credential]:
+    """The caller from ``Authorization: Bearer KEY`` or, failing that, the login cookie."""
+    key = bearer_key(request)
+    if key is not None:
+        row = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_token(key)))
+        if row is None or row.revoked is not None:
+            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+        return row.user, Credential("key", row.id)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token is None:
         raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' "
                             "(create one with 'pixelchat keys create USER').", code="invalid_api_key")
-    row = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key.strip())))
-    if row is None or row.revoked is not None:
-        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
-    user = row.user
+    login = db.scalar(select(Login).where(Login.token_hash == hash_token(token), Login.expires > utcnow()))
+    if login is None:
+        raise APIError(401, "Your sign-in has expired or ended; sign in again.", code="invalid_session")
+    if request.method not in SAFE_METHODS and not hmac.compare_digest(
+            request.headers.get(CSRF_HEADER, "").encode(), login.csrf_token.encode()):
+        raise APIError(403, f"Missing or wrong {CSRF_HEADER} header: send the csrf_token from sign-in "
+                            "(GET /api/me returns it).", code="csrf_failed")
+    return login.user, Credential("login", login.id, login.csrf_token)
+
+
+def current_user(request: Request, db: SessionDep) -> User:
+    user, credential = authenticate(request, db)
     db.commit()  # hand the connection back to the pool while the request waits for the engine
+    request.state.auth = credential
+    ratelimit.check(request, (credential.kind, credential.id))
     return user
 
 

@@ -4,8 +4,6 @@ fails with a message the route returns as is."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from PIL import Image
 
 from pixelchat.server.errors import APIError
@@ -109,13 +107,6 @@ def run(queue: JobQueue, job: Job) -> Made:
     raise APIError(400, f"unknown job kind {job.kind!r}", code="invalid_value")
 
 
-@lru_cache(maxsize=1)
-def rewriter():
-    from pixelchat.conversation.llm import rewriter_from_env
-
-    return rewriter_from_env()
-
-
 def message(queue: JobQueue, job: Job) -> Made:
     """One turn of a stored conversation: say something, undo, or go to an earlier turn."""
     from pixelchat.conversation.session import Session
@@ -127,7 +118,7 @@ def message(queue: JobQueue, job: Job) -> Made:
         raise APIError(404, "The session was deleted.", param="session_id", code="not_found")
     session = Session.from_json(data)
     session.model = queue.settings.model
-    session.llm = rewriter()
+    session.llm = queue.llm
     action = job.payload.get("action", "say")
     if action == "undo":
         turn = session.undo()

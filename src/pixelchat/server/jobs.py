@@ -86,12 +86,16 @@ class JobQueue:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._reserved = 0
+        self.llm = None
         self.running: set[str] = set()
         self.batches: list[int] = []  # images per engine call, most recent last (bounded)
 
     # --- life cycle ------------------------------------------------------------------------------
 
     def start(self, workers: int = 1) -> None:
+        from pixelchat.conversation.llm import rewriter_from_env
+
+        self.llm = rewriter_from_env()  # PIXELCHAT_LLM_URL etc.: conversations read changes with it
         self.recover()
         self._stopping = False
         for i in range(workers):

@@ -1,4 +1,5 @@
-"""Passwords (argon2id) and API keys (random, shown once, stored as a SHA-256 hash)."""
+"""Passwords (argon2id), API keys (random, shown once, stored as a SHA-256 hash) and browser logins
+(a random cookie token, also stored as its hash, with a CSRF token)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 KEY_PREFIX = "pc-"
 _hasher = PasswordHasher()
+# checked when there is no real hash, with the same parameters, so a missing account costs the same time
+_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$IGtCXJVUKuXghILXBIIzVg$O2w7vI70FucgkHvOaQt1cqN1rOEynvtdZXYZ0Er4sOw"
 
 
 def hash_password(password: str) -> str:
@@ -20,10 +23,9 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
-    if not password_hash:
-        return False
+    """Whether ``password`` matches ``password_hash``; never without a hash (no such user, or no password)."""
     try:
-        return _hasher.verify(password_hash, password)
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -32,9 +34,21 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def hash_api_key(key: str) -> str:
-    # A key has 256 random bits, so a plain hash suffices (no salt or slow hash needed to resist guessing).
-    return hashlib.sha256(key.encode()).hexdigest()
+def hash_token(token: str) -> str:
+    # Keys and login tokens have 256 random bits, so a plain hash suffices (no salt or slow hash needed
+    # to resist guessing).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+hash_api_key = hash_token
+
+
+def new_login_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
 
 
 def sign(key: bytes, message: str) -> str:

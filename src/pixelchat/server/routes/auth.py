@@ -1,3 +1,117 @@
-from fastapi import APIRouter
+"""Signing in from a browser (a login cookie plus a CSRF token), who am I, and the caller's API keys."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import delete, select
+
+from pixelchat.server.admin import add_key, keys_of, revoke
+from pixelchat.server.deps import SESSION_COOKIE, CurrentUser, SessionDep, SettingsDep
+from pixelchat.server.errors import APIError
+from pixelchat.server.models import ApiKey, Login, User, utcnow
+from pixelchat.server.security import hash_token, new_csrf_token, new_login_token, verify_password
+
+router = APIRouter(prefix="/api", tags=["auth"])
+
+
+class LoginRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserPublic(BaseModel):
+    id: int
+    name: str
+
+
+class LoginPublic(BaseModel):
+    user: UserPublic
+    csrf_token: str = Field(description="Send it back as the X-CSRF-Token header on every request that changes something.")
+
+
+class Me(BaseModel):
+    id: int
+    name: str
+    via: Literal["key", "cookie"]
+    csrf_token: str | None = Field(description="The login's CSRF token; null when signed in with an API key.")
+
+
+class KeyCreate(BaseModel):
+    name: str = Field("default", min_length=1, max_length=64)
+
+
+class KeyPublic(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    created: datetime
+    revoked: datetime | None
+
+
+class KeyCreated(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+
+
+@router.post("/login", response_model=LoginPublic, responses={401: {"description": "Wrong name or password."}})
+def login(body: LoginRequest, response: Response, db: SessionDep, settings: SettingsDep) -> LoginPublic:
+    """Sign in with name and password: sets the `pixelchat_session` cookie and returns the CSRF token."""
+    user = db.scalar(select(User).where(User.name == body.name))
+    if not verify_password(user.password_hash if user else None, body.password):
+        raise APIError(401, "Incorrect name or password.", code="invalid_credentials")
+    token, now = new_login_token(), utcnow()
+    db.execute(delete(Login).where(Login.expires <= now))  # forget logins that ran out
+    row = Login(user_id=user.id, token_hash=hash_token(token), csrf_token=new_csrf_token(), created=now,
+                expires=now + timedelta(seconds=settings.login_ttl_s))
+    db.add(row)
+    db.commit()
+    response.set_cookie(SESSION_COOKIE, token, max_age=settings.login_ttl_s, path="/", httponly=True,
+                        samesite="lax", secure=settings.cookie_secure)
+    return LoginPublic(user=UserPublic(id=user.id, name=user.name), csrf_token=row.csrf_token)
+
+
+@router.post("/logout", status_code=204, response_class=Response)
+def logout(request: Request, user: CurrentUser, db: SessionDep, settings: SettingsDep) -> Response:
+    """End this browser's login and clear its cookie (with an API key: nothing to end)."""
+    response = Response(status_code=204)
+    if request.state.auth.kind == "login":
+        db.execute(delete(Login).where(Login.id == request.state.auth.id))
+        db.commit()
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=settings.cookie_secure)
+    return response
+
+
+@router.get("/me", response_model=Me)
+def me(request: Request, user: CurrentUser) -> Me:
+    credential = request.state.auth
+    return Me(id=user.id, name=user.name, via="key" if credential.kind == "key" else "cookie",
+              csrf_token=credential.csrf_token)
+
+
+@router.get("/keys", response_model=list[KeyPublic])
+def list_keys(user: CurrentUser, db: SessionDep) -> list[KeyPublic]:
+    """The caller's API keys, revoked ones included (never the keys themselves)."""
+    return [KeyPublic.model_validate(row, from_attributes=True) for row in keys_of(db, user)]
+
+
+@router.post("/keys", status_code=201, response_model=KeyCreated)
+def create_key(body: KeyCreate, user: CurrentUser, db: SessionDep) -> KeyCreated:
+    """A new API key for the caller; the key is in this response only."""
+    row, key = add_key(db, user, body.name)
+    return KeyCreated(id=row.id, name=row.name, prefix=row.prefix, key=key)
+
+
+@router.delete("/keys/{key_id}", status_code=204, response_class=Response)
+def revoke_key(key_id: int, user: CurrentUser, db: SessionDep) -> Response:
+    """Revoke one of the caller's keys; from then on it gets 401."""
+    row = db.get(ApiKey, key_id)
+    if row is None or row.user_id != user.id:
+        raise APIError(404, f"No API key {key_id}.", param="key_id", code="not_found")
+    revoke(db, row)
+    return Response(status_code=204)

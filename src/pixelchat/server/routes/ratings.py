@@ -1,3 +1,147 @@
-from fastapi import APIRouter
+"""Judging pictures: star ratings (one per user and picture), "which is better?" votes between two
+pictures, and the model leaderboard built from them. A user may judge any picture they may see."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from pixelchat.evaluation.leaderboard import standings
+from pixelchat.server import access
+from pixelchat.server.deps import CurrentUser, SessionDep
+from pixelchat.server.errors import APIError
+from pixelchat.server.models import ImageRow, Rating, User, Vote
+
+router = APIRouter(prefix="/api", tags=["ratings"])
+
+OUTCOMES = {"a": 1.0, "b": 0.0, "tie": 0.5}
+
+
+class RatingIn(BaseModel):
+    stars: int = Field(ge=1, le=5)
+
+
+class RatingPublic(BaseModel):
+    image_id: str
+    stars: int
+    created: datetime
+
+
+class RatingSummary(BaseModel):
+    mine: int | None
+    mean: float | None
+    count: int
+
+
+class VoteIn(BaseModel):
+    image_a: str
+    image_b: str
+    winner: Literal["a", "b", "tie"]
+
+
+class VotePublic(BaseModel):
+    id: int
+    image_a: str
+    image_b: str
+    winner: Literal["a", "b", "tie"]
+    created: datetime
+
+
+class ModelStanding(BaseModel):
+    model: str
+    score: float
+    votes: int
+    wins: int
+    losses: int
+    ties: int
+    mean_stars: float | None
+    ratings: int
+
+
+class Leaderboard(BaseModel):
+    models: list[ModelStanding]
+    method: Literal["bradley-terry"] = "bradley-terry"
+
+
+@router.put("/images/{image_id}/rating", response_model=RatingPublic)
+def rate_image(image_id: str, body: RatingIn, user: CurrentUser, db: SessionDep) -> RatingPublic:
+    """Give the picture 1–5 stars, replacing the caller's earlier rating of it."""
+    access.image_for(db, user, image_id)
+    rating = db.get(Rating, (user.id, image_id))
+    if rating is None:
+        try:
+            rating = Rating(user_id=user.id, image_id=image_id, stars=body.stars)
+            db.add(rating)
+            db.commit()
+        except IntegrityError:  # a concurrent request rated it first: replace that one
+            db.rollback()
+            rating = db.get(Rating, (user.id, image_id))
+    rating.stars = body.stars
+    db.commit()
+    return RatingPublic(image_id=image_id, stars=rating.stars, created=rating.created)
+
+
+@router.get("/images/{image_id}/rating", response_model=RatingSummary)
+def get_rating(image_id: str, user: CurrentUser, db: SessionDep) -> RatingSummary:
+    """The caller's stars for the picture, and everyone's mean and count."""
+    access.image_for(db, user, image_id)
+    mine = db.scalar(select(Rating.stars).where(Rating.user_id == user.id, Rating.image_id == image_id))
+    mean, count = db.execute(select(func.avg(Rating.stars), func.count()).where(Rating.image_id == image_id)).one()
+    return RatingSummary(mine=mine, mean=None if mean is None else float(mean), count=count)
+
+
+@router.delete("/images/{image_id}/rating", status_code=204, response_class=Response)
+def delete_rating(image_id: str, user: CurrentUser, db: SessionDep) -> Response:
+    """Withdraw the caller's rating (nothing happens if there was none)."""
+    access.image_for(db, user, image_id)
+    rating = db.get(Rating, (user.id, image_id))
+    if rating is not None:
+        db.delete(rating)
+        db.commit()
+    return Response(status_code=204)
+
+
+def visible(db: Session, user: User, image_id: str, param: str) -> ImageRow:
+    try:
+        return access.image_for(db, user, image_id)
+    except APIError as e:
+        e.param = param
+        raise
+
+
+@router.post("/votes", status_code=201, response_model=VotePublic)
+def cast_vote(body: VoteIn, user: CurrentUser, db: SessionDep) -> VotePublic:
+    """Say which of two pictures is better, or that they tie."""
+    if body.image_a == body.image_b:
+        raise APIError(400, "A vote compares two different pictures.", param="image_b", code="invalid_value")
+    visible(db, user, body.image_a, "image_a")
+    visible(db, user, body.image_b, "image_b")
+    vote = Vote(user_id=user.id, image_a=body.image_a, image_b=body.image_b, winner=body.winner)
+    db.add(vote)
+    db.commit()
+    return VotePublic(id=vote.id, image_a=vote.image_a, image_b=vote.image_b, winner=vote.winner,
+                      created=vote.created)
+
+
+@router.get("/leaderboard", response_model=Leaderboard)
+def leaderboard(user: CurrentUser, db: SessionDep) -> Leaderboard:
+    """Models ranked by a Bradley–Terry fit to every vote between pictures of two different models
+    (1000 is average; 400 points is ten-to-one odds), with their star ratings."""
+    a, b = aliased(ImageRow), aliased(ImageRow)
+    votes = db.execute(select(a.model, b.model, Vote.winner).join(a, Vote.image_a == a.id)
+                       .join(b, Vote.image_b == b.id)
+                       .where(a.model.is_not(None), b.model.is_not(None), a.model != b.model)).all()
+    ratings = db.execute(select(ImageRow.model, Rating.stars).join(ImageRow, Rating.image_id == ImageRow.id)
+                         .where(ImageRow.model.is_not(None))).all()
+    rows = standings([(ma, mb, OUTCOMES[w]) for ma, mb, w in votes], [(m, s) for m, s in ratings])
+    return Leaderboard(models=[ModelStanding(model=r.model, score=round(r.score, 1), votes=r.votes, wins=r.wins,
+                                             losses=r.losses, ties=r.ties, ratings=r.ratings,
+                                             mean_stars=None if r.mean_stars is None else round(r.mean_stars, 3))
+                               for r in rows])
