@@ -1,5 +1,7 @@
 """Load on the server from a second process over loopback: latency of n=1 generations and images/s
-with 1, 8 and 32 concurrent clients, then a burst of concurrent requests and the statuses it gets.
+with 1, 8 and 32 concurrent clients, with dynamic batching (the default) and without it
+(PIXELCHAT_BATCH_IMAGES=1), both with rate limits off; then a burst of concurrent requests and the
+statuses it gets, with rate limits off (the queue's bound answers) and with the default limits.
 
 Starts `pixelchat serve` on a free port with a fresh data folder and the shipped model, creates a
 user and a key, and drives `POST /v1/images/generations` with httpx from client threads.
@@ -32,8 +34,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: str) -> tuple[subprocess.Popen, str, str]:
-    env = {**os.environ, "PIXELCHAT_DATA_DIR": data}
+def start_server(data: str, **settings: str) -> tuple[subprocess.Popen, str, str]:
+    env = {**os.environ, "PIXELCHAT_DATA_DIR": data, **{f"PIXELCHAT_{k.upper()}": v for k, v in settings.items()}}
     cli = [sys.executable, "-m", "pixelchat.cli"]
     subprocess.run([*cli, "users", "create", "bench"], env=env, check=True, capture_output=True)
     key = json.loads(subprocess.run([*cli, "keys", "create", "bench", "--json"], env=env, check=True,
@@ -87,7 +89,8 @@ def burst(base: str, key: str, n: int) -> dict:
         try:
             r = httpx.post(f"{base}/v1/images/generations", json={"prompt": "a desert at night", "seed": i},
                            headers={"Authorization": f"Bearer {key}"}, timeout=300)
-            code = r.status_code if r.status_code != 503 or "retry-after" in r.headers else "503 without Retry-After"
+            refused = r.status_code in (429, 503)
+            code = r.status_code if not refused or "retry-after" in r.headers else f"{r.status_code} without Retry-After"
         except httpx.TransportError as e:
             code = type(e).__name__
         with lock:
@@ -106,19 +109,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--only", choices=["batching", "no batching", "default rate limits"], nargs="+")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory() as data:
-        proc, base, key = start_server(data)
-        try:
-            load(base, key, 1, 2.0)  # warm-up: the model loads on the first request
-            for clients in (1, 8, 32):
-                print(json.dumps(load(base, key, clients, args.seconds)), flush=True)
-            if args.burst:
-                print(json.dumps(burst(base, key, args.burst)), flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    configurations = [("batching", {"rate_limit_per_minute": "0"}),
+                      ("no batching", {"rate_limit_per_minute": "0", "batch_images": "1"}),
+                      ("default rate limits", {})]
+    for name, settings in configurations:
+        if args.only and name not in args.only:
+            continue
+        with tempfile.TemporaryDirectory() as data:
+            proc, base, key = start_server(data, **settings)
+            try:
+                load(base, key, 1, 2.0)  # warm-up
+                if name != "default rate limits":
+                    for clients in args.clients:
+                        print(json.dumps({"server": name, **load(base, key, clients, args.seconds)}), flush=True)
+                if args.burst and name != "no batching":
+                    print(json.dumps({"server": name, **burst(base, key, args.burst)}), flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(60)
 
 
 if __name__ == "__main__":

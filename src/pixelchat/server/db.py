@@ -19,7 +19,9 @@ def get_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # enough pooled connections for the server's threads, so none is opened (and tuned) per request
+        pool = {"pool_size": 48, "max_overflow": 16} if path and path != ":memory:" else {}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn, _):  # many readers, one writer at a time, waiting instead of failing

@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,9 +87,17 @@ class JobQueue:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._reserved = 0
+        self._write = threading.Lock()
         self.llm = None
         self.running: set[str] = set()
         self.batches: list[int] = []  # images per engine call, most recent last (bounded)
+
+    @contextmanager
+    def writing(self):
+        """A database session for the queue's writes, one at a time: SQLite has one writer, and
+        waiting on a lock here is fair and prompt where SQLite's busy handler sleeps and backs off."""
+        with self._write, self.sessions() as db:
+            yield db
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -114,7 +123,7 @@ class JobQueue:
 
     def recover(self) -> int:
         """Queue again what a previous process left queued or running (oldest first)."""
-        with self.sessions() as db:
+        with self.writing() as db:
             db.execute(update(Job).where(Job.status == "running").values(status="queued"))
             for job in db.scalars(select(Job).where(Job.status == "queued", Job.attempts >= MAX_ATTEMPTS)):
                 job.status, job.finished = "failed", utcnow()
@@ -170,7 +179,7 @@ class JobQueue:
             job = Job(id=job_id, user_id=user_id, kind=kind, status="queued", payload=payload, progress=0.0,
                       attempts=0, idempotency_key=idempotency_key, request_hash=fingerprint, session_id=session_id,
                       created=utcnow())
-            with self.sessions() as db:
+            with self.writing() as db:
                 db.add(job)
                 db.commit()
         except IntegrityError:  # the same key raced in from another request
@@ -206,8 +215,11 @@ class JobQueue:
         future = loop.create_future()
         with self._cond:
             self._waiters.setdefault(job_id, []).append((loop, future))
-        with self.sessions() as db:
-            job = db.get(Job, job_id)
+            in_hand = job_id in self._kinds or job_id in self.running  # its worker will resolve the future
+        job = None
+        if not in_hand:
+            with self.sessions() as db:
+                job = db.get(Job, job_id)
         if job is not None and job.status in FINAL:
             self._drop_waiter(job_id, future)
             return self.outcome_of(job)
@@ -308,7 +320,7 @@ class JobQueue:
 
     def _run(self, batch: list[str]) -> None:
         jobs = []
-        with self.sessions() as db:
+        with self.writing() as db:
             for job_id in batch:
                 job = db.get(Job, job_id)
                 if job is None or job.status in FINAL:
@@ -329,8 +341,7 @@ class JobQueue:
             if isinstance(made, APIError):
                 self._fail(job.id, {"status": made.status, "message": made.message, "param": made.param,
                                     "code": made.code})
-            else:
-                self._finish(job, made)
+        self._finish([(job, made) for job, made in zip(jobs, results) if not isinstance(made, APIError)])
 
     def _handle(self, jobs: list[Job]) -> list[Made | APIError]:
         from pixelchat.server import handlers
@@ -351,37 +362,45 @@ class JobQueue:
                 out.append(e)
         return out
 
-    def _finish(self, job: Job, made: Made) -> None:
+    def _finish(self, done: list[tuple[Job, Made]]) -> None:
+        """Store what the jobs made and mark them succeeded, all in one transaction."""
         from pixelchat.imagefiles import png_bytes
 
-        pngs = [png_bytes(image, record) for image, record in zip(made.images, made.records)]
-        ids = [secrets.token_hex(16) for _ in pngs]
-        with self.sessions() as db:
-            row = db.get(Job, job.id)
-            if row is None or row.status in FINAL:  # deleted meanwhile, or already done
-                return
-            for image_id, png, record in zip(ids, pngs, made.records):
-                model = record.get("model", {}).get("id") if isinstance(record.get("model"), dict) else None
-                db.add(ImageRow(id=image_id, user_id=job.user_id, sha256=self.store.put(png),
-                                prompt=str(record.get("prompt", ""))[:1000], record=record, model=model,
-                                session_id=job.session_id, created=utcnow()))
-            if made.session_data is not None:
-                session = db.get(SessionRow, job.session_id)
-                if session is not None:
-                    session.data, session.updated = made.session_data, utcnow()
-            row.status, row.progress, row.finished = "succeeded", 1.0, utcnow()
-            row.result = {**made.result, "images": ids}
+        finished, files = [], []
+        for job, made in done:  # the files first (content-addressed, so a re-run writes the same names)
+            pngs = [png_bytes(image, record) for image, record in zip(made.images, made.records)]
+            files.append((pngs, [self.store.put(png) for png in pngs]))
+        with self.writing() as db:
+            for (job, made), (pngs, shas) in zip(done, files):
+                row = db.get(Job, job.id)
+                if row is None or row.status in FINAL:  # deleted meanwhile, or already done
+                    continue
+                ids = [secrets.token_hex(16) for _ in pngs]
+                for image_id, sha, record in zip(ids, shas, made.records):
+                    model = record.get("model", {}).get("id") if isinstance(record.get("model"), dict) else None
+                    db.add(ImageRow(id=image_id, user_id=job.user_id, sha256=sha,
+                                    prompt=str(record.get("prompt", ""))[:1000], record=record, model=model,
+                                    session_id=job.session_id, created=utcnow()))
+                if made.session_data is not None:
+                    session = db.get(SessionRow, job.session_id)
+                    if session is not None:
+                        session.data, session.updated = made.session_data, utcnow()
+                row.status, row.progress, row.finished = "succeeded", 1.0, utcnow()
+                row.result = {**made.result, "images": ids}
+                finished.append((row, Outcome(job.id, "succeeded", row.result, None, ids, pngs, made.images,
+                                              made.records)))
             db.commit()
-            db.refresh(row)
-            db.expunge(row)
-        self._cleanup(job.id)
-        self.publish(row)
-        if job.session_id:
-            self.publish_turn(row)
-        self._resolve(job.id, Outcome(job.id, "succeeded", row.result, None, ids, pngs, made.images, made.records))
+            for row, _ in finished:
+                db.expunge(row)
+        for row, outcome in finished:
+            self._cleanup(row.id)
+            self.publish(row)
+            if row.session_id:
+                self.publish_turn(row)
+            self._resolve(row.id, outcome)
 
     def _fail(self, job_id: str, error: dict) -> None:
-        with self.sessions() as db:
+        with self.writing() as db:
             row = db.get(Job, job_id)
             if row is None:
                 return
