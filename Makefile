@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/pixelchat evaluate --prompts benchmarks/prompts/scenes-eval.jsonl --n-per-prompt 8
 	cd benchmarks && ../$(BIN)/python bench_describe.py --n 1000 && ../$(BIN)/python bench_edit.py --cases 160 --seed 0
 	cd benchmarks && ../$(BIN)/python bench_nearest.py && ../$(BIN)/python bench_chat.py --dialogues 60 --seed 0
+	cd benchmarks && ../$(BIN)/python bench_server.py --seconds 10 --burst 500
 
 clean:
 	rm -rf out .pytest_cache

@@ -169,6 +169,7 @@ class JobQueue:
                 raise APIError(503, "The server is busy; try again in a moment.", code="server_busy",
                                headers={"Retry-After": "1"})
             self._reserved += 1  # counts against the capacity while its row is written
+            self._cond.notify_all()  # a batch being gathered waits for it
         job_id = secrets.token_hex(16)
         try:
             if files:
@@ -190,13 +191,14 @@ class JobQueue:
         except BaseException:
             self._cleanup(job_id)
             raise
+        else:
+            with self._cond:  # queued before it stops counting as reserved, so a gathering batch sees it
+                self._pending.append(job_id)
+                self._kinds[job_id] = (kind, int(payload.get("n", 1)), session_id)
         finally:
             with self._cond:
                 self._reserved -= 1
-        with self._cond:
-            self._pending.append(job_id)
-            self._kinds[job_id] = (kind, int(payload.get("n", 1)), session_id)
-            self._cond.notify_all()
+                self._cond.notify_all()
         self.publish(job)
         return job, True
 
@@ -287,7 +289,8 @@ class JobQueue:
                         batch.append(job_id)
                         images += n
                 left = deadline - time.monotonic()
-                if left <= 0 or images >= s.batch_images or self._stopping:
+                # wait only for requests being submitted right now: a lone request is not held back
+                if left <= 0 or images >= s.batch_images or self._stopping or not self._reserved:
                     break
                 self._cond.wait(left)
             return batch, None
