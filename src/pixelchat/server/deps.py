@@ -6,9 +6,10 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated, Literal, NamedTuple
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyCookie, HTTPBearer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from pixelchat.server import ratelimit
 from pixelchat.server.config import Settings
@@ -19,6 +20,12 @@ from pixelchat.server.security import hash_token
 SESSION_COOKIE = "pixelchat_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# How to sign in, as OpenAPI security schemes (so the schema marks which operations need it); the
+# credentials themselves are read by `authenticate`.
+API_KEY = HTTPBearer(scheme_name="apiKey", auto_error=False,
+                     description="An API key (`pixelchat keys create USER`) as 'Authorization: Bearer KEY'.")
+LOGIN = APIKeyCookie(name=SESSION_COOKIE, scheme_name="login", auto_error=False,
+                     description=f"A browser sign-in (POST /api/login); changes also need the {CSRF_HEADER} header.")
 
 
 class Credential(NamedTuple):
@@ -51,7 +58,7 @@ def authenticate(request: Request, db: Session) -> tuple[User, Credential]:
     """The caller from ``Authorization: Bearer KEY`` or, failing that, the login cookie."""
     key = bearer_key(request)
     if key is not None:
-        row = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_token(key)))
+        row = db.scalar(select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.key_hash == hash_token(key)))
         if row is None or row.revoked is not None:
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
         return row.user, Credential("key", row.id)
@@ -59,7 +66,7 @@ def authenticate(request: Request, db: Session) -> tuple[User, Credential]:
     if token is None:
         raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' "
                             "(create one with 'pixelchat keys create USER').", code="invalid_api_key")
-    login = db.scalar(select(Login).where(Login.token_hash == hash_token(token), Login.expires > utcnow()))
+    login = db.scalar(select(Login).options(joinedload(Login.user)).where(Login.token_hash == hash_token(token), Login.expires > utcnow()))
     if login is None:
         raise APIError(401, "Your sign-in has expired or ended; sign in again.", code="invalid_session")
     if request.method not in SAFE_METHODS and not hmac.compare_digest(
@@ -69,7 +76,7 @@ def authenticate(request: Request, db: Session) -> tuple[User, Credential]:
     return login.user, Credential("login", login.id, login.csrf_token)
 
 
-def current_user(request: Request, db: SessionDep) -> User:
+def current_user(request: Request, db: SessionDep, _key=Security(API_KEY), _login=Security(LOGIN)) -> User:
     user, credential = authenticate(request, db)
     db.commit()  # hand the connection back to the pool while the request waits for the engine
     request.state.auth = credential

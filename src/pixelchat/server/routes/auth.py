@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
@@ -11,8 +11,9 @@ from sqlalchemy import delete, select
 
 from pixelchat.server.admin import add_key, keys_of, revoke
 from pixelchat.server.deps import SESSION_COOKIE, CurrentUser, SessionDep, SettingsDep
-from pixelchat.server.errors import APIError
+from pixelchat.server.errors import APIError, ErrorBody, responses
 from pixelchat.server.models import ApiKey, Login, User, utcnow
+from pixelchat.server.routes import Timestamp
 from pixelchat.server.security import hash_token, new_csrf_token, new_login_token, verify_password
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -48,8 +49,8 @@ class KeyPublic(BaseModel):
     id: int
     name: str
     prefix: str
-    created: datetime
-    revoked: datetime | None
+    created: Timestamp
+    revoked: Timestamp | None
 
 
 class KeyCreated(BaseModel):
@@ -59,7 +60,8 @@ class KeyCreated(BaseModel):
     key: str = Field(description="The key itself: shown this once, stored only as a hash.")
 
 
-@router.post("/login", response_model=LoginPublic, responses={401: {"description": "Wrong name or password."}})
+@router.post("/login", response_model=LoginPublic,
+             responses={401: {"model": ErrorBody, "description": "Wrong name or password."}})
 def login(body: LoginRequest, response: Response, db: SessionDep, settings: SettingsDep) -> LoginPublic:
     """Sign in with name and password: sets the `pixelchat_session` cookie and returns the CSRF token."""
     user = db.scalar(select(User).where(User.name == body.name))
@@ -107,7 +109,7 @@ def create_key(body: KeyCreate, user: CurrentUser, db: SessionDep) -> KeyCreated
     return KeyCreated(id=row.id, name=row.name, prefix=row.prefix, key=key)
 
 
-@router.delete("/keys/{key_id}", status_code=204, response_class=Response)
+@router.delete("/keys/{key_id}", status_code=204, response_class=Response, responses=responses(404))
 def revoke_key(key_id: int, user: CurrentUser, db: SessionDep) -> Response:
     """Revoke one of the caller's keys; from then on it gets 401."""
     row = db.get(ApiKey, key_id)

@@ -14,7 +14,9 @@ from sqlalchemy import select
 
 from pixelchat.server.access import image_for
 from pixelchat.server.deps import CurrentUser, SessionDep
+from pixelchat.server.errors import responses
 from pixelchat.server.models import ImageRow
+from pixelchat.server.routes import Timestamp
 
 router = APIRouter(prefix="/api/images", tags=["images"])
 
@@ -22,7 +24,7 @@ router = APIRouter(prefix="/api/images", tags=["images"])
 class ImagePublic(BaseModel):
     id: str
     prompt: str
-    created: datetime
+    created: Timestamp
     record: dict
     sha256: str
     model: str | None = None
@@ -52,12 +54,13 @@ def list_images(user: CurrentUser, db: SessionDep, q: str | None = Query(None, m
     return ImageList(data=[public(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
 
-@router.get("/{image_id}", response_model=ImagePublic)
+@router.get("/{image_id}", response_model=ImagePublic, responses=responses(404))
 def get_image(image_id: str, user: CurrentUser, db: SessionDep) -> ImagePublic:
     return public(image_for(db, user, image_id))
 
 
-@router.get("/{image_id}/file", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+@router.get("/{image_id}/file", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}, **responses(404)})
 def download_image(image_id: str, request: Request, user: CurrentUser, db: SessionDep) -> Response:
     """The PNG with its record (our JSON and an A1111 `parameters` line)."""
     row = image_for(db, user, image_id)
@@ -65,7 +68,7 @@ def download_image(image_id: str, request: Request, user: CurrentUser, db: Sessi
                     headers={"Content-Disposition": f'attachment; filename="pixelchat-{row.id}.png"'})
 
 
-@router.delete("/{image_id}", status_code=204, response_class=Response)
+@router.delete("/{image_id}", status_code=204, response_class=Response, responses=responses(404))
 def delete_image(image_id: str, request: Request, user: CurrentUser, db: SessionDep) -> Response:
     """Forget the picture; its file goes too unless another record still uses the same bytes. Yours,
     or one in a room you own."""
@@ -88,7 +91,7 @@ class DescriptionPublic(BaseModel):
     confidence: dict[str, float]
 
 
-@describe_router.post("/describe", response_model=DescriptionPublic)
+@describe_router.post("/describe", response_model=DescriptionPublic, responses=responses(409, 413, 415, 503))
 async def describe_image(request: Request, user: CurrentUser,
                          image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")]) -> DescriptionPublic:
     """What the picture shows: a caption, the scene attributes with confidences, and a prompt

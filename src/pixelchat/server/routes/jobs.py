@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from pixelchat.server.deps import CurrentUser, SessionDep
-from pixelchat.server.errors import APIError
+from pixelchat.server.errors import APIError, responses
 from pixelchat.server.events import event_stream
 from pixelchat.server.jobs import FINAL
 from pixelchat.server.models import Job
+from pixelchat.server.routes import Timestamp
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -23,9 +22,9 @@ class JobPublic(BaseModel):
     status: str
     progress: float
     session_id: str | None
-    created: datetime
-    started: datetime | None
-    finished: datetime | None
+    created: Timestamp
+    started: Timestamp | None
+    finished: Timestamp | None
     result: dict | None
     error: dict | None
 
@@ -56,12 +55,13 @@ def list_jobs(user: CurrentUser, db: SessionDep, status: str | None = Query(None
     return JobList(data=[public(j) for j in db.scalars(query.order_by(Job.created.desc()).limit(limit))])
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=responses(404))
 def get_job(job_id: str, user: CurrentUser, db: SessionDep) -> JobPublic:
     return public(own(db, user, job_id))
 
 
-@router.get("/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}})
+@router.get("/{job_id}/events", responses={200: {"content": {"text/event-stream": {}},
+                                                "description": "Server-sent events"}, **responses(404)})
 def job_events(job_id: str, request: Request, user: CurrentUser, db: SessionDep):
     """Events of type ``job`` (status and progress) until the job succeeds or fails."""
     job = own(db, user, job_id)

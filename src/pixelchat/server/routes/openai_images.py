@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from pixelchat.server.deps import CurrentUser, SessionDep, SettingsDep
-from pixelchat.server.errors import APIError
+from pixelchat.server.errors import APIError, responses
 from pixelchat.server.handlers import client_errors, generate_request
 from pixelchat.server.jobs import Outcome, request_hash
 from pixelchat.server.models import ImageRow
@@ -28,6 +28,10 @@ from pixelchat.server.security import sign, signature_ok
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# what a route that runs a job may answer besides its own errors: an unknown model, a reused
+# Idempotency-Key, a full queue
+JOB_ERRORS = responses(404, 409, 503)
+UPLOAD_ERRORS = {**JOB_ERRORS, **responses(413, 415)}
 
 
 async def run_job(request: Request, user, kind: str, payload: dict, fingerprint: dict, *,
@@ -134,7 +138,8 @@ def list_models(request: Request, user: CurrentUser) -> ModelList:
     return ModelList(data=[Model(id=info.id, created=int(request.app.state.started))])
 
 
-@router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
+@router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
+             responses=JOB_ERRORS)
 async def create_images(body: GenerationRequest, request: Request, user: CurrentUser,
                         settings: SettingsDep) -> ImagesResponse:
     from pixelchat.vision.style import get_style
@@ -191,7 +196,8 @@ def uploaded(single: UploadFile | None, many: list[UploadFile] | None) -> list[U
     return [f for f in [single, *(many or [])] if f is not None]
 
 
-@router.post("/images/edits", response_model=ImagesResponse, response_model_exclude_none=True)
+@router.post("/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
+             responses=UPLOAD_ERRORS)
 async def create_edit(
     request: Request, user: CurrentUser, settings: SettingsDep,
     prompt: Annotated[str, Form(min_length=1, max_length=1000)],
@@ -230,7 +236,8 @@ async def create_edit(
                                    output_compression, native)
 
 
-@router.post("/images/variations", response_model=ImagesResponse, response_model_exclude_none=True)
+@router.post("/images/variations", response_model=ImagesResponse, response_model_exclude_none=True,
+             responses=UPLOAD_ERRORS)
 async def create_variation(
     request: Request, user: CurrentUser, settings: SettingsDep,
     image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
@@ -255,7 +262,7 @@ async def create_variation(
 
 
 @router.get("/images/files/{name}", response_class=Response, include_in_schema=True,
-            responses={200: {"content": {m: {} for m in MEDIA.values()}}})
+            responses={200: {"content": {m: {} for m in MEDIA.values()}}, **responses(404)})
 def image_file(name: str, expires: int, signature: str, request: Request, db: SessionDep,
                settings: SettingsDep) -> Response:
     """A picture behind a signed, expiring link (no API key needed: the signature is the key)."""

@@ -3,7 +3,6 @@ pictures, and the model leaderboard built from them. A user may judge any pictur
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter
@@ -16,8 +15,9 @@ from sqlalchemy.orm import Session, aliased
 from pixelchat.evaluation.leaderboard import standings
 from pixelchat.server import access
 from pixelchat.server.deps import CurrentUser, SessionDep
-from pixelchat.server.errors import APIError
+from pixelchat.server.errors import APIError, responses
 from pixelchat.server.models import ImageRow, Rating, User, Vote
+from pixelchat.server.routes import Timestamp
 
 router = APIRouter(prefix="/api", tags=["ratings"])
 
@@ -31,7 +31,7 @@ class RatingIn(BaseModel):
 class RatingPublic(BaseModel):
     image_id: str
     stars: int
-    created: datetime
+    created: Timestamp
 
 
 class RatingSummary(BaseModel):
@@ -51,7 +51,7 @@ class VotePublic(BaseModel):
     image_a: str
     image_b: str
     winner: Literal["a", "b", "tie"]
-    created: datetime
+    created: Timestamp
 
 
 class ModelStanding(BaseModel):
@@ -70,7 +70,7 @@ class Leaderboard(BaseModel):
     method: Literal["bradley-terry"] = "bradley-terry"
 
 
-@router.put("/images/{image_id}/rating", response_model=RatingPublic)
+@router.put("/images/{image_id}/rating", response_model=RatingPublic, responses=responses(404))
 def rate_image(image_id: str, body: RatingIn, user: CurrentUser, db: SessionDep) -> RatingPublic:
     """Give the picture 1–5 stars, replacing the caller's earlier rating of it."""
     access.image_for(db, user, image_id)
@@ -88,7 +88,7 @@ def rate_image(image_id: str, body: RatingIn, user: CurrentUser, db: SessionDep)
     return RatingPublic(image_id=image_id, stars=rating.stars, created=rating.created)
 
 
-@router.get("/images/{image_id}/rating", response_model=RatingSummary)
+@router.get("/images/{image_id}/rating", response_model=RatingSummary, responses=responses(404))
 def get_rating(image_id: str, user: CurrentUser, db: SessionDep) -> RatingSummary:
     """The caller's stars for the picture, and everyone's mean and count."""
     access.image_for(db, user, image_id)
@@ -97,7 +97,7 @@ def get_rating(image_id: str, user: CurrentUser, db: SessionDep) -> RatingSummar
     return RatingSummary(mine=mine, mean=None if mean is None else float(mean), count=count)
 
 
-@router.delete("/images/{image_id}/rating", status_code=204, response_class=Response)
+@router.delete("/images/{image_id}/rating", status_code=204, response_class=Response, responses=responses(404))
 def delete_rating(image_id: str, user: CurrentUser, db: SessionDep) -> Response:
     """Withdraw the caller's rating (nothing happens if there was none)."""
     access.image_for(db, user, image_id)
@@ -116,7 +116,7 @@ def visible(db: Session, user: User, image_id: str, param: str) -> ImageRow:
         raise
 
 
-@router.post("/votes", status_code=201, response_model=VotePublic)
+@router.post("/votes", status_code=201, response_model=VotePublic, responses=responses(404))
 def cast_vote(body: VoteIn, user: CurrentUser, db: SessionDep) -> VotePublic:
     """Say which of two pictures is better, or that they tie."""
     if body.image_a == body.image_b:

@@ -5,7 +5,6 @@ the role an action needs gets 403."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
@@ -17,8 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from pixelchat.server import access, events
 from pixelchat.server.deps import CurrentUser, SessionDep
-from pixelchat.server.errors import APIError
+from pixelchat.server.errors import APIError, responses
 from pixelchat.server.models import Room, RoomMember, SessionRow, User
+from pixelchat.server.routes import Timestamp
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 
@@ -38,7 +38,7 @@ class RoomSummary(BaseModel):
     id: str
     name: str
     role: Role
-    created: datetime
+    created: Timestamp
 
 
 class RoomList(BaseModel):
@@ -62,13 +62,13 @@ class MemberUpdate(BaseModel):
 class RoomSession(BaseModel):
     id: str
     title: str
-    updated: datetime
+    updated: Timestamp
 
 
 class RoomPublic(BaseModel):
     id: str
     name: str
-    created: datetime
+    created: Timestamp
     role: Role  # the caller's
     members: list[MemberPublic]
     sessions: list[RoomSession]
@@ -125,14 +125,14 @@ def list_rooms(user: CurrentUser, db: SessionDep) -> RoomList:
     return RoomList(data=[RoomSummary(id=r.id, name=r.name, role=role, created=r.created) for r, role in rows])
 
 
-@router.get("/{room_id}", response_model=RoomPublic)
+@router.get("/{room_id}", response_model=RoomPublic, responses=responses(404))
 def get_room(room_id: str, user: CurrentUser, db: SessionDep) -> RoomPublic:
     """The room's name, members and sessions."""
     room, role = access.room_for(db, user, room_id)
     return public(db, room, role)
 
 
-@router.patch("/{room_id}", response_model=RoomPublic)
+@router.patch("/{room_id}", response_model=RoomPublic, responses=responses(404))
 def rename_room(room_id: str, body: RoomUpdate, request: Request, user: CurrentUser, db: SessionDep) -> RoomPublic:
     room, role = access.room_for(db, user, room_id, "owner")
     room.name = body.name
@@ -141,7 +141,7 @@ def rename_room(room_id: str, body: RoomUpdate, request: Request, user: CurrentU
     return public(db, room, role)
 
 
-@router.delete("/{room_id}", status_code=204, response_class=Response)
+@router.delete("/{room_id}", status_code=204, response_class=Response, responses=responses(404))
 def delete_room(room_id: str, request: Request, user: CurrentUser, db: SessionDep) -> Response:
     """The room goes, with its memberships and sessions."""
     room, _ = access.room_for(db, user, room_id, "owner")
@@ -151,7 +151,7 @@ def delete_room(room_id: str, request: Request, user: CurrentUser, db: SessionDe
     return Response(status_code=204)
 
 
-@router.post("/{room_id}/members", status_code=201, response_model=MemberPublic)
+@router.post("/{room_id}/members", status_code=201, response_model=MemberPublic, responses=responses(404, 409))
 def add_member(room_id: str, body: MemberAdd, request: Request, user: CurrentUser, db: SessionDep) -> MemberPublic:
     access.room_for(db, user, room_id, "owner")
     other = db.scalar(select(User).where(User.name == body.user))
@@ -166,7 +166,7 @@ def add_member(room_id: str, body: MemberAdd, request: Request, user: CurrentUse
     return MemberPublic(user=other.name, role=body.role)
 
 
-@router.patch("/{room_id}/members/{name}", response_model=MemberPublic)
+@router.patch("/{room_id}/members/{name}", response_model=MemberPublic, responses=responses(404, 409))
 def change_member(room_id: str, name: str, body: MemberUpdate, request: Request, user: CurrentUser,
                   db: SessionDep) -> MemberPublic:
     access.room_for(db, user, room_id, "owner")
@@ -179,7 +179,8 @@ def change_member(room_id: str, name: str, body: MemberUpdate, request: Request,
     return MemberPublic(user=other.name, role=body.role)
 
 
-@router.delete("/{room_id}/members/{name}", status_code=204, response_class=Response)
+@router.delete("/{room_id}/members/{name}", status_code=204, response_class=Response,
+                responses=responses(404, 409))
 def remove_member(room_id: str, name: str, request: Request, user: CurrentUser, db: SessionDep) -> Response:
     """An owner removes a member; any member may remove themself (leave)."""
     _, role = access.room_for(db, user, room_id)
@@ -201,7 +202,7 @@ def membership(db: Session, user: User, room_id: str) -> str:
 
 
 @router.get("/{room_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+            responses={200: {"content": {"text/event-stream": {}}}, **responses(404)})
 async def room_events(room_id: str, request: Request, user: CurrentUser, db: SessionDep) -> StreamingResponse:
     """Server-sent events: `hello` with the caller's role, then `member`, `room` (renamed), `turn` (a
     session in the room moved on) and `deleted`. The stream ends when the room is deleted or the

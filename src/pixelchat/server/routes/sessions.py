@@ -9,7 +9,6 @@ Every turn is a job: by default the request waits for it and answers with the tu
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request
@@ -20,10 +19,11 @@ from starlette.concurrency import run_in_threadpool
 
 from pixelchat.server.access import allows, role_in, room_for, session_for
 from pixelchat.server.deps import CurrentUser, SessionDep
-from pixelchat.server.errors import APIError
+from pixelchat.server.errors import APIError, responses
 from pixelchat.server.events import event_stream
 from pixelchat.server.jobs import request_hash
 from pixelchat.server.models import ImageRow, RoomMember, SessionRow
+from pixelchat.server.routes import Timestamp
 from pixelchat.server.routes.jobs import JobPublic, public as job_public
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
@@ -78,8 +78,8 @@ class SessionSummary(BaseModel):
     title: str
     room_id: str | None
     owner: int
-    created: datetime
-    updated: datetime
+    created: Timestamp
+    updated: Timestamp
 
 
 class SessionPublic(SessionSummary):
@@ -129,7 +129,7 @@ def detail(db, user, row: SessionRow) -> SessionPublic:
                          current=s.current, path=[n.id for n in s.path()], nodes=nodes)
 
 
-@router.post("", status_code=201, response_model=SessionPublic)
+@router.post("", status_code=201, response_model=SessionPublic, responses=responses(404))
 def create_session(body: SessionCreate, user: CurrentUser, db: SessionDep) -> SessionPublic:
     from pixelchat.conversation.session import Session
 
@@ -148,7 +148,7 @@ def create_session(body: SessionCreate, user: CurrentUser, db: SessionDep) -> Se
     return detail(db, user, row)
 
 
-@router.get("", response_model=SessionList)
+@router.get("", response_model=SessionList, responses=responses(404))
 def list_sessions(user: CurrentUser, db: SessionDep, room_id: str | None = None,
                   limit: int = Query(50, ge=1, le=200)) -> SessionList:
     """Your own sessions and those in your rooms, most recently changed first."""
@@ -162,13 +162,13 @@ def list_sessions(user: CurrentUser, db: SessionDep, room_id: str | None = None,
     return SessionList(data=[summary(r) for r in rows])
 
 
-@router.get("/{session_id}", response_model=SessionPublic)
+@router.get("/{session_id}", response_model=SessionPublic, responses=responses(404))
 def get_session(session_id: str, user: CurrentUser, db: SessionDep) -> SessionPublic:
     """The history tree: every turn with its parent, so any earlier picture can be gone back to."""
     return detail(db, user, session_for(db, user, session_id))
 
 
-@router.patch("/{session_id}", response_model=SessionPublic)
+@router.patch("/{session_id}", response_model=SessionPublic, responses=responses(404))
 def rename_session(session_id: str, body: SessionUpdate, user: CurrentUser, db: SessionDep) -> SessionPublic:
     row = session_for(db, user, session_id, need="editor")
     row.title = body.title.strip()
@@ -176,7 +176,7 @@ def rename_session(session_id: str, body: SessionUpdate, user: CurrentUser, db: 
     return detail(db, user, row)
 
 
-@router.delete("/{session_id}", status_code=204, response_class=Response)
+@router.delete("/{session_id}", status_code=204, response_class=Response, responses=responses(404))
 def delete_session(session_id: str, user: CurrentUser, db: SessionDep) -> Response:
     """Delete the conversation (its pictures stay in their makers' galleries). Yours, or as a room's owner."""
     row = session_for(db, user, session_id)
@@ -205,7 +205,8 @@ async def take_turn(request: Request, user, db, session_id: str, payload: dict, 
                       palette=turn.get("palette", []), images=outcome.ids)
 
 
-ASYNC = {202: {"model": JobPublic, "description": "With 'Prefer: respond-async': the queued job"}}
+ASYNC = {202: {"model": JobPublic, "description": "With 'Prefer: respond-async': the queued job"},
+         **responses(404, 409, 503)}
 PreferHeader = Annotated[str | None, Header(description="'respond-async': answer 202 with the job at once")]
 
 
@@ -231,7 +232,7 @@ async def goto(session_id: str, request: Request, user: CurrentUser, db: Session
 
 
 @router.get("/{session_id}/events", responses={200: {"content": {"text/event-stream": {}},
-                                                     "description": "Server-sent events"}})
+                                                     "description": "Server-sent events"}, **responses(404)})
 def session_events(session_id: str, request: Request, user: CurrentUser, db: SessionDep):
     """Each turn as it is taken (type ``turn``), by anyone in the session's room."""
     row = session_for(db, user, session_id)
@@ -240,7 +241,8 @@ def session_events(session_id: str, request: Request, user: CurrentUser, db: Ses
 
 
 @router.get("/{session_id}/export", response_class=Response,
-            responses={200: {"content": {"application/json": {}}, "description": "A pixelchat session file"}})
+            responses={200: {"content": {"application/json": {}}, "description": "A pixelchat session file"},
+                       **responses(404)})
 def export_session(session_id: str, user: CurrentUser, db: SessionDep) -> Response:
     """The conversation as a session file (`pixelchat chat --session FILE` continues it)."""
     row = session_for(db, user, session_id)
