@@ -34,16 +34,22 @@ JOB_ERRORS = responses(404, 409, 503)
 UPLOAD_ERRORS = {**JOB_ERRORS, **responses(413, 415)}
 
 
-async def run_job(request: Request, user, kind: str, payload: dict, fingerprint: dict, *,
-                  files: dict | None = None, session_id: str | None = None) -> Outcome:
-    """Queue the work as a job and wait for it. An ``Idempotency-Key`` header binds the key to this
-    route and ``fingerprint`` (the request's fields): sent again, it returns the first job's result."""
-    queue = request.app.state.jobs
+async def submit_job(request: Request, user, kind: str, payload: dict, fingerprint: dict, *,
+                     files: dict | None = None, session_id: str | None = None):
+    """Queue the work as a job. An ``Idempotency-Key`` header binds the key to this route and
+    ``fingerprint`` (the request's fields): sent again, it returns the first job."""
     key = request.headers.get("idempotency-key")
-    job, _ = await run_in_threadpool(queue.submit, user.id, kind, payload, session_id=session_id,
+    job, _ = await run_in_threadpool(request.app.state.jobs.submit, user.id, kind, payload, session_id=session_id,
                                      idempotency_key=key, files=files,
                                      fingerprint=request_hash(request.url.path, fingerprint) if key else None)
-    outcome = await queue.wait(job.id)
+    return job
+
+
+async def run_job(request: Request, user, kind: str, payload: dict, fingerprint: dict, *,
+                  files: dict | None = None, session_id: str | None = None) -> Outcome:
+    """Queue the work as a job (see `submit_job`) and wait for it; a failed job raises its error."""
+    job = await submit_job(request, user, kind, payload, fingerprint, files=files, session_id=session_id)
+    outcome = await request.app.state.jobs.wait(job.id)
     outcome.raise_error()
     return outcome
 

@@ -15,16 +15,15 @@ from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, or_, select
-from starlette.concurrency import run_in_threadpool
 
 from pixelchat.server.access import allows, role_in, room_for, session_for
 from pixelchat.server.deps import CurrentUser, SessionDep
 from pixelchat.server.errors import APIError, responses
 from pixelchat.server.events import event_stream
-from pixelchat.server.jobs import request_hash
 from pixelchat.server.models import ImageRow, RoomMember, SessionRow
 from pixelchat.server.routes import Timestamp
 from pixelchat.server.routes.jobs import JobPublic, public as job_public
+from pixelchat.server.routes.openai_images import submit_job
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
@@ -191,10 +190,7 @@ async def take_turn(request: Request, user, db, session_id: str, payload: dict, 
     row = session_for(db, user, session_id, need="editor")
     db.commit()
     queue = request.app.state.jobs
-    key = request.headers.get("idempotency-key")
-    job, _ = await run_in_threadpool(queue.submit, user.id, "message", payload, session_id=row.id,
-                                     idempotency_key=key,
-                                     fingerprint=request_hash(request.url.path, payload) if key else None)
+    job = await submit_job(request, user, "message", payload, payload, session_id=row.id)
     if prefer and "respond-async" in prefer.lower():
         return JSONResponse(job_public(job).model_dump(mode="json"), 202, headers={"Location": f"/api/jobs/{job.id}"})
     outcome = await queue.wait(job.id)
