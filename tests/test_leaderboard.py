@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pixelchat.evaluation.leaderboard import bradley_terry, standings
+from pixelchat.server.leaderboard import bradley_terry, standings
 
 
 def simulate(true_scores: dict[str, float], n: int, seed: int, tie_rate: float = 0.0) -> list:

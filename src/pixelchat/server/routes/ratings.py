@@ -1,5 +1,6 @@
-"""Judging pictures: star ratings (one per user and picture), "which is better?" votes between two
-pictures, and the model leaderboard built from them. A user may judge any picture they may see."""
+"""People's opinions of pictures: star ratings (one per user and picture), "which is better?" votes
+between two pictures, and the model leaderboard built from them. A user may rate and vote on any
+picture they may see."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from pixelchat.evaluation.leaderboard import standings
+from pixelchat.server.leaderboard import standings
 from pixelchat.server import access
 from pixelchat.server.deps import CurrentUser, SessionDep
 from pixelchat.server.errors import APIError, responses
