@@ -218,17 +218,18 @@ class JobQueue:
         with self._cond:
             self._waiters.setdefault(job_id, []).append((loop, future))
             in_hand = job_id in self._kinds or job_id in self.running  # its worker will resolve the future
-        job = None
-        if not in_hand:
-            with self.sessions() as db:
-                job = db.get(Job, job_id)
+        job = None if in_hand else await asyncio.to_thread(self.load, job_id)
         if job is not None and job.status in FINAL:
             self._drop_waiter(job_id, future)
-            return self.outcome_of(job)
+            return await asyncio.to_thread(self.outcome_of, job)
         try:
             return await future
         finally:
             self._drop_waiter(job_id, future)
+
+    def load(self, job_id: str) -> Job | None:
+        with self.sessions() as db:
+            return db.get(Job, job_id)
 
     def _drop_waiter(self, job_id: str, future) -> None:
         with self._cond:
