@@ -4,6 +4,7 @@ picture they may see."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from fastapi import APIRouter
@@ -13,10 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from pixelchat.server.leaderboard import standings
 from pixelchat.server import access
 from pixelchat.server.deps import CurrentUser, SessionDep
 from pixelchat.server.errors import APIError, responses
+from pixelchat.server.leaderboard import Standing, standings
 from pixelchat.server.models import ImageRow, Rating, User, Vote
 from pixelchat.server.routes import Timestamp
 
@@ -55,19 +56,8 @@ class VotePublic(BaseModel):
     created: Timestamp
 
 
-class ModelStanding(BaseModel):
-    model: str
-    score: float
-    votes: int
-    wins: int
-    losses: int
-    ties: int
-    mean_stars: float | None
-    ratings: int
-
-
 class Leaderboard(BaseModel):
-    models: list[ModelStanding]
+    models: list[Standing]
     method: Literal["bradley-terry"] = "bradley-terry"
 
 
@@ -142,7 +132,6 @@ def leaderboard(user: CurrentUser, db: SessionDep) -> Leaderboard:
     ratings = db.execute(select(ImageRow.model, Rating.stars).join(ImageRow, Rating.image_id == ImageRow.id)
                          .where(ImageRow.model.is_not(None))).all()
     rows = standings([(ma, mb, OUTCOMES[w]) for ma, mb, w in votes], [(m, s) for m, s in ratings])
-    return Leaderboard(models=[ModelStanding(model=r.model, score=round(r.score, 1), votes=r.votes, wins=r.wins,
-                                             losses=r.losses, ties=r.ties, ratings=r.ratings,
-                                             mean_stars=None if r.mean_stars is None else round(r.mean_stars, 3))
+    return Leaderboard(models=[replace(r, score=round(r.score, 1),
+                                       mean_stars=None if r.mean_stars is None else round(r.mean_stars, 3))
                                for r in rows])
