@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from pixelchat.data.export import export_scenes
@@ -96,3 +102,39 @@ def server(tmp_path, tiny_model):
         client.keys = keys
         client.as_user = lambda who="ada": {"Authorization": f"Bearer {keys[who]}"}
         yield client
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CLI = [sys.executable, "-m", "pixelchat.cli"]
+
+
+def cli_account(env: dict, name: str) -> str:
+    """A server account made with `pixelchat users create`, and its new API key."""
+    subprocess.run([*CLI, "users", "create", name], env=env, check=True, capture_output=True)
+    out = subprocess.run([*CLI, "keys", "create", name, "--json"], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["key"]
+
+
+def start_serve(env: dict, port: int, log: Path) -> subprocess.Popen:
+    """`pixelchat serve` on ``port``, once it answers /health (its output goes to ``log``)."""
+    import httpx
+
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    for _ in range(600):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except httpx.TransportError:
+            if proc.poll() is not None:
+                pytest.fail(f"the server did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("the server did not start in time")

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +13,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-from conftest import error_of  # noqa: E402
+from conftest import cli_account, error_of, free_port, start_serve  # noqa: E402
 
 from pixelchat.server.admin import create_user  # noqa: E402
 from pixelchat.server.app import create_app  # noqa: E402
@@ -192,37 +188,17 @@ def test_stopping_finishes_the_running_job_and_keeps_the_queued_one(tmp_path, ti
         assert db.get(Job, queued).status == "queued"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_killing_the_server_mid_job_loses_nothing(tmp_path, tiny_model, hanging_llm):
     httpx = pytest.importorskip("httpx")
     env = {**os.environ, "PIXELCHAT_DATA_DIR": str(tmp_path / "data"), "PIXELCHAT_MODEL": str(tiny_model),
            "PIXELCHAT_LLM_URL": f"http://127.0.0.1:{hanging_llm.server_port}/v1", "PIXELCHAT_LLM_MODEL": "test",
            "PIXELCHAT_LLM_TIMEOUT": "120"}
-    cli = [sys.executable, "-m", "pixelchat.cli"]
-    subprocess.run([*cli, "users", "create", "ada"], env=env, check=True, capture_output=True)
-    key = json.loads(subprocess.run([*cli, "keys", "create", "ada", "--json"], env=env, check=True,
-                                    capture_output=True, text=True).stdout)["key"]
+    key = cli_account(env, "ada")
     port = free_port()
     base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
+    log = tmp_path / "serve.log"
 
-    def start(environment):
-        proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=environment, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        for _ in range(600):
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                return proc
-            except httpx.TransportError:
-                assert proc.poll() is None, "the server did not start"
-                time.sleep(0.1)
-        pytest.fail("the server did not start in time")
-
-    proc = start(env)
+    proc = start_serve(env, port, log)
     try:
         sid = httpx.post(f"{base}/api/sessions", headers=headers, json={}).json()["id"]
         first = httpx.post(f"{base}/api/sessions/{sid}/messages", headers=headers, json={"text": "a lake by day"},
@@ -233,7 +209,7 @@ def test_killing_the_server_mid_job_loses_nothing(tmp_path, tiny_model, hanging_
         assert hanging_llm.hit.wait(60)  # mid-job: the turn waits on the language model
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        proc = start({k: v for k, v in env.items() if not k.startswith("PIXELCHAT_LLM")})  # restart without it
+        proc = start_serve({k: v for k, v in env.items() if not k.startswith("PIXELCHAT_LLM")}, port, log)  # restart
         for _ in range(600):
             status = httpx.get(f"{base}/api/jobs/{job}", headers=headers).json()
             if status["status"] in ("succeeded", "failed"):

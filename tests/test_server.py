@@ -6,9 +6,6 @@ import base64
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,7 +13,7 @@ from PIL import Image
 
 fastapi = pytest.importorskip("fastapi")
 
-from conftest import error_of  # noqa: E402
+from conftest import cli_account, error_of, free_port, start_serve  # noqa: E402
 
 
 def test_health_needs_no_key_and_everything_else_does(server):
@@ -113,33 +110,15 @@ def test_migrations_match_the_models(tmp_path):
     assert diff == []
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_openai_client_talks_to_a_real_server(tmp_path, tiny_model, picture):
     openai = pytest.importorskip("openai")
     env = {**os.environ, "PIXELCHAT_DATA_DIR": str(tmp_path / "data"), "PIXELCHAT_MODEL": str(tiny_model)}
-    cli = [sys.executable, "-m", "pixelchat.cli"]
-    subprocess.run([*cli, "users", "create", "ada"], env=env, check=True, capture_output=True)
-    out = subprocess.run([*cli, "keys", "create", "ada", "--json"], env=env, check=True, capture_output=True, text=True)
-    key = json.loads(out.stdout)["key"]
+    key = cli_account(env, "ada")
     port = free_port()
-    proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start_serve(env, port, tmp_path / "serve.log")
     try:
         base = f"http://127.0.0.1:{port}/v1"
         client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=30)
-        for _ in range(300):  # wait for the server to listen
-            try:
-                client.models.list()
-                break
-            except openai.APIConnectionError:
-                if proc.poll() is not None:
-                    pytest.fail(proc.stdout.read())
-                time.sleep(0.1)
         result = client.images.generate(prompt="a lake at sunset", n=2, size="32x32", response_format="b64_json",
                                         extra_body={"seed": 3})
         assert len(result.data) == 2 and result.data[0].revised_prompt == "a lake at sunset"
