@@ -30,7 +30,8 @@ from pixelchat.server.config import Settings  # noqa: E402
 from pixelchat.server.models import Vote  # noqa: E402
 
 PUBLIC = {("GET", "/health"), ("POST", "/api/login"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"),
-          ("GET", "/docs/oauth2-redirect"), ("GET", "/v1/images/files/{name}")}
+          ("GET", "/docs/oauth2-redirect"), ("GET", "/v1/images/files/{name}"), ("GET", "/"),
+          ("GET", "/studio/{name}")}
 
 
 def api_routes(app) -> list[tuple[str, str]]:
@@ -150,7 +151,7 @@ def test_every_operation_keeps_to_its_schema(case, owned, ids):
 # --- 2. IDOR: bob, not in ada's room, gets 404 for everything of hers -------------------------------------------
 
 # Routes whose path names something no one owns: the signature in a file link is its only key.
-UNOWNED = {"/v1/images/files/{name}"}
+UNOWNED = {"/v1/images/files/{name}", "/studio/{name}"}  # a signed link; the studio's own files
 
 
 def idor_table(ada: dict) -> dict[str, dict[str, str]]:

@@ -86,6 +86,48 @@ def test_a_bad_request_in_a_batch_fails_alone(tmp_path, tiny_model):
     assert failed.error["status"] == 400 and "seed" in failed.error["message"]
 
 
+def test_previews_are_batched_with_generations_and_leave_nothing_behind(tmp_path, tiny_model):
+    from pixelchat.engines import GenerateRequest, load_engine
+
+    queue = app_for(tmp_path, tiny_model, batch_images=8).state.jobs
+    stored = queue.submit(1, "generate", {"prompt": "a lake", "n": 2, "seed": 1})[0].id
+    shown = queue.submit(1, "preview", {"prompt": "snowy hills", "n": 1, "seed": 5, "palette": ["#000000", "#ffffff"]})[0].id
+    broken = queue.submit(1, "preview", {"prompt": "a lake", "n": 1, "seed": -1})[0].id
+    queue.start()
+    try:
+        generated, previewed, failed = wait_all(queue, [stored, shown, broken])
+    finally:
+        queue.stop()
+    assert queue.batches[0] == 4  # drawn together
+    assert generated.status == previewed.status == "succeeded" and failed.status == "failed"
+    assert len(generated.ids) == 2 and previewed.ids == [] and len(previewed.pngs) == 1
+    # the preview is the picture that seed draws, kept to the palette, and says so in its record
+    alone = load_engine(tiny_model).generate(GenerateRequest("snowy hills", n=1, seed=5))[0]
+    assert previewed.records[0]["seed"] == alone.seed and previewed.records[0]["palette"] == ["#000000", "#ffffff"]
+    assert set(previewed.images[0].getdata()) <= {(0, 0, 0), (255, 255, 255)}
+    with queue.sessions() as db:  # only the generation's pictures were stored; no preview job is left
+        assert db.query(ImageRow).count() == 2
+        assert [j.kind for j in db.query(Job)] == ["generate"]
+
+
+def test_the_preview_route_answers_a_png_and_refuses_what_generation_refuses(server):
+    from PIL import Image
+    import io
+
+    ok = server.post("/api/preview", json={"prompt": "a lake at night", "seed": 3, "style": "noir"},
+                     headers=server.as_user())
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/png" and ok.headers["x-pixelchat-seed"] == "3"
+    assert ok.headers["cache-control"] == "no-store"
+    record = Image.open(io.BytesIO(ok.content)).info
+    assert "a lake at night" in record["parameters"]
+    assert server.get("/api/images", headers=server.as_user()).json()["data"] == []  # not stored
+    assert error_of(server.post("/api/preview", json={"prompt": "a lake", "palette": ["red"]},
+                                headers=server.as_user()), 400)["param"] == "palette"
+    assert error_of(server.post("/api/preview", json={"prompt": "a lake", "style": "nope"},
+                                headers=server.as_user()), 400)["param"] == "style"
+    assert server.post("/api/preview", json={"prompt": "a lake"}).status_code == 401
+
+
 def test_a_restart_runs_interrupted_jobs_once(tmp_path, tiny_model):
     app = app_for(tmp_path, tiny_model)
     first = app.state.jobs

@@ -17,7 +17,7 @@ from pixelchat.server.db import migrate, session_factory
 from pixelchat.server.events import Broker
 from pixelchat.server.jobs import JobQueue
 from pixelchat.server import ratelimit
-from pixelchat.server.routes import auth, health, images, jobs, openai_images, ratings, rooms
+from pixelchat.server.routes import auth, health, images, jobs, openai_images, preview, ratings, rooms, studio
 from pixelchat.server.routes import sessions as conversations
 from pixelchat.server.store import ImageStore
 
@@ -103,6 +103,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(jobs.router)
     app.include_router(rooms.router)
     app.include_router(ratings.router)
+    app.include_router(preview.router)
+    app.include_router(studio.router)
     ratelimit.install(app, settings)
 
     @app.middleware("http")

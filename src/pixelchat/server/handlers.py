@@ -7,7 +7,7 @@ from __future__ import annotations
 from PIL import Image
 
 from pixelchat.server.errors import APIError
-from pixelchat.server.jobs import JobQueue, Made
+from pixelchat.server.jobs import BATCHED, JobQueue, Made
 from pixelchat.server.models import Job, SessionRow
 
 
@@ -32,14 +32,16 @@ def client_errors(fn):
         raise APIError(400, str(e), code="invalid_value") from None
 
 
-def styled(results, style_name: str | None) -> Made:
-    from pixelchat.vision.style import apply_style, get_style
+def styled(results, style_name: str | None, palette: list[str] | None = None) -> Made:
+    from pixelchat.vision.style import apply_palette, apply_style, get_style
 
     made = Made()
     for r in results:
         image, record = r.image, dict(r.record)
         if style_name and style_name not in ("natural", "none"):
             image, record["style"] = apply_style(image, get_style(style_name)), style_name
+        if palette:
+            image, record["palette"] = apply_palette(image, palette), list(palette)
         made.images.append(image)
         made.records.append(record)
     return made
@@ -57,7 +59,7 @@ def generate_batch(queue: JobQueue, jobs: list[Job]) -> list[Made]:
     results = client_errors(lambda: engine.generate_batch([generate_request(j.payload) for j in jobs]))
     out = []
     for job, images in zip(jobs, results):
-        made = styled(images, job.payload.get("style"))
+        made = styled(images, job.payload.get("style"), job.payload.get("palette"))
         made.result = {"revised_prompt": job.payload["prompt"]}
         out.append(made)
     return out
@@ -76,7 +78,7 @@ def upload(queue: JobQueue, job: Job, name: str) -> Image.Image | None:
 
 def run(queue: JobQueue, job: Job) -> Made:
     p, model = job.payload, queue.settings.model
-    if job.kind == "generate":
+    if job.kind in BATCHED:
         return generate_batch(queue, [job])[0]
     if job.kind == "edit":
         from pixelchat.edit import edit

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from PIL import Image
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pixelchat.server.errors import APIError
@@ -33,6 +33,8 @@ from pixelchat.server.models import ImageRow, Job, SessionRow
 log = logging.getLogger("pixelchat.server.jobs")
 FINAL = ("succeeded", "failed")
 MAX_ATTEMPTS = 3  # a job interrupted this often (by crashes) is failed instead of run again
+BATCHED = ("generate", "preview")  # kinds drawn together in one forward pass
+EPHEMERAL = ("preview",)  # kinds whose pictures go back to the caller only: not stored, the job row dropped
 
 
 def utcnow() -> datetime:
@@ -89,8 +91,9 @@ class JobQueue:
         self._reserved = 0
         self._write = threading.Lock()
         self.llm = None
-        self.running: set[str] = set()
+        self.running: set[str] = set()  # taken by a worker and not yet resolved
         self.batches: list[int] = []  # images per engine call, most recent last (bounded)
+        self._ephemeral: dict[str, Outcome] = {}  # finished previews nobody waited for yet
 
     @contextmanager
     def writing(self):
@@ -124,6 +127,10 @@ class JobQueue:
     def recover(self) -> int:
         """Queue again what a previous process left queued or running (oldest first)."""
         with self.writing() as db:
+            with self._cond:
+                ours = list(self._kinds)  # queued by this process: someone waits for them
+            # a previous process's previews: nobody waits for them any more
+            db.execute(delete(Job).where(Job.kind.in_(EPHEMERAL), Job.status.not_in(FINAL), Job.id.not_in(ours)))
             db.execute(update(Job).where(Job.status == "running").values(status="queued"))
             for job in db.scalars(select(Job).where(Job.status == "queued", Job.attempts >= MAX_ATTEMPTS)):
                 job.status, job.finished = "failed", utcnow()
@@ -216,9 +223,15 @@ class JobQueue:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._cond:
+            if job_id in self._ephemeral:  # finished before anyone waited; its row is gone
+                return self._ephemeral.pop(job_id)
             self._waiters.setdefault(job_id, []).append((loop, future))
             in_hand = job_id in self._kinds or job_id in self.running  # its worker will resolve the future
         job = None if in_hand else await asyncio.to_thread(self.load, job_id)
+        if not in_hand and job is None:
+            self._drop_waiter(job_id, future)
+            return Outcome(job_id, "failed", {}, {"status": 404, "message": "No such job.", "code": "not_found",
+                                                  "param": None})
         if job is not None and job.status in FINAL:
             self._drop_waiter(job_id, future)
             return await asyncio.to_thread(self.outcome_of, job)
@@ -275,18 +288,20 @@ class JobQueue:
                 return None
             self._pending.remove(first)
             kind, images, session_id = self._kinds.pop(first)
+            self.running.add(first)  # in hand from here until its waiters are answered
             batch = [first]
             if session_id is not None:
                 self._busy.add(session_id)
-            if kind != "generate":
+            if kind not in BATCHED:
                 return batch, session_id
             deadline = time.monotonic() + s.batch_wait_ms / 1000
             while images < s.batch_images:
                 for job_id in list(self._pending):
                     k, n, _ = self._kinds[job_id]
-                    if k == "generate" and images + n <= s.batch_images:
+                    if k in BATCHED and images + n <= s.batch_images:
                         self._pending.remove(job_id)
                         del self._kinds[job_id]
+                        self.running.add(job_id)
                         batch.append(job_id)
                         images += n
                 left = deadline - time.monotonic()
@@ -320,6 +335,7 @@ class JobQueue:
             finally:
                 with self._cond:
                     self._busy.discard(session_id)
+                    self.running.difference_update(batch)
                     self._cond.notify_all()
 
     def _run(self, batch: list[str]) -> None:
@@ -327,20 +343,20 @@ class JobQueue:
         with self.writing() as db:
             for job_id in batch:
                 job = db.get(Job, job_id)
-                if job is None or job.status in FINAL:
+                if job is None:  # deleted while it waited: its waiters hear so
+                    self._resolve(job_id, Outcome(job_id, "failed", {}, {
+                        "status": 404, "message": "The job was deleted.", "code": "not_found", "param": None}))
+                    continue
+                if job.status in FINAL:
                     continue
                 job.status, job.started, job.attempts = "running", utcnow(), job.attempts + 1
                 jobs.append(job)
             db.commit()
             for job in jobs:
                 db.expunge(job)
-        self.running.update(j.id for j in jobs)
         for job in jobs:
             self.publish(job)
-        try:
-            results = self._handle(jobs)
-        finally:
-            self.running.difference_update(j.id for j in jobs)
+        results = self._handle(jobs)
         for job, made in zip(jobs, results):
             if isinstance(made, APIError):
                 self._fail(job.id, {"status": made.status, "message": made.message, "param": made.param,
@@ -373,11 +389,17 @@ class JobQueue:
         finished, files = [], []
         for job, made in done:  # the files first (content-addressed, so a re-run writes the same names)
             pngs = [png_bytes(image, record) for image, record in zip(made.images, made.records)]
-            files.append((pngs, [self.store.put(png) for png in pngs]))
+            files.append((pngs, [] if job.kind in EPHEMERAL else [self.store.put(png) for png in pngs]))
         with self.writing() as db:
             for (job, made), (pngs, shas) in zip(done, files):
                 row = db.get(Job, job.id)
                 if row is None or row.status in FINAL:  # deleted meanwhile, or already done
+                    continue
+                if row.kind in EPHEMERAL:
+                    db.delete(row)
+                    row.status, row.progress, row.result = "succeeded", 1.0, dict(made.result)
+                    finished.append((row, Outcome(job.id, "succeeded", row.result, None, [], pngs, made.images,
+                                                  made.records)))
                     continue
                 ids = [secrets.token_hex(16) for _ in pngs]
                 for image_id, sha, record in zip(ids, shas, made.records):
@@ -395,13 +417,14 @@ class JobQueue:
                                               made.records)))
             db.commit()
             for row, _ in finished:
-                db.expunge(row)
+                if row in db:  # (an ephemeral job's row was deleted: it is detached already)
+                    db.expunge(row)
         for row, outcome in finished:
-            self._cleanup(row.id)
+            self._cleanup(outcome.job_id)
             self.publish(row)
             if row.session_id:
                 self.publish_turn(row)
-            self._resolve(row.id, outcome)
+            self._resolve(outcome.job_id, outcome, ephemeral=row.kind in EPHEMERAL)
 
     def _fail(self, job_id: str, error: dict) -> None:
         with self.writing() as db:
@@ -409,12 +432,17 @@ class JobQueue:
             if row is None:
                 return
             row.status, row.error, row.finished = "failed", error, utcnow()
-            db.commit()
-            db.refresh(row)
-            db.expunge(row)
+            ephemeral = row.kind in EPHEMERAL
+            if ephemeral:
+                db.delete(row)
+                db.commit()
+            else:
+                db.commit()
+                db.refresh(row)
+                db.expunge(row)
         self._cleanup(job_id)
         self.publish(row, error=error)
-        self._resolve(job_id, Outcome(job_id, "failed", {}, error))
+        self._resolve(job_id, Outcome(job_id, "failed", {}, error), ephemeral=ephemeral)
 
     def publish_turn(self, job: Job) -> None:
         with self.sessions() as db:
@@ -431,9 +459,13 @@ class JobQueue:
             for path in self.uploads.glob(f"{job_id}-*.png"):
                 path.unlink(missing_ok=True)
 
-    def _resolve(self, job_id: str, outcome: Outcome) -> None:
+    def _resolve(self, job_id: str, outcome: Outcome, ephemeral: bool = False) -> None:
         with self._cond:
             waiters = self._waiters.pop(job_id, [])
+            if ephemeral and not waiters:  # kept a moment for a waiter still on its way (bounded)
+                self._ephemeral[job_id] = outcome
+                while len(self._ephemeral) > 256:
+                    self._ephemeral.pop(next(iter(self._ephemeral)))
         for loop, future in waiters:
             def settle(f=future):
                 if not f.done():

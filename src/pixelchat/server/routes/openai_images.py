@@ -72,6 +72,7 @@ class GenerationRequest(BaseModel):
     seed: int | None = Field(None, ge=0)
     negative_prompt: str | None = Field(None, max_length=1000)
     style: str | None = Field(None, description="A style preset ('vivid', 'noir', ...; 'natural' means none).")
+    palette: list[str] | None = Field(None, max_length=16, description="Hex colours the pictures keep to.")
 
 
 class ImageData(BaseModel):
@@ -123,12 +124,10 @@ def check_size(engine, size: str | None) -> str:
 
 
 def encode(image, fmt: str, compression: int | None, record: dict) -> bytes:
-    from pixelchat.imagefiles import png_bytes
-    from pixelchat.server.uploads import encode_image
+    """The picture as ``fmt`` with its record, parameters, XMP and watermark (as the stored PNG)."""
+    from pixelchat.safety.provenance import image_bytes
 
-    if fmt == "png":
-        return png_bytes(image, record)
-    return encode_image(image, fmt, quality=compression if compression is not None else 90)
+    return image_bytes(image, record, fmt, quality=compression if compression is not None else 90)
 
 
 def image_url(request: Request, settings, image_id: str, fmt: str) -> str:
@@ -148,21 +147,32 @@ def list_models(request: Request, user: CurrentUser) -> ModelList:
              responses=JOB_ERRORS)
 async def create_images(body: GenerationRequest, request: Request, user: CurrentUser,
                         settings: SettingsDep) -> ImagesResponse:
-    from pixelchat.vision.style import get_style
-
     engine = check_model(request, body.model)
     size = check_size(engine, body.size)
+    payload = generation_payload(engine, body)
+    outcome = await run_job(request, user, "generate", payload, body.model_dump())
+    return await run_in_threadpool(answer, outcome, request, settings, body.response_format, body.output_format,
+                                   body.output_compression, size)
+
+
+def generation_payload(engine, body) -> dict:
+    """A generation job's payload, checked now (a bad style, palette or prompt is refused here, not in a batch)."""
+    from pixelchat.vision.style import get_style, palette_hex
+
+    payload = {"prompt": body.prompt, "n": getattr(body, "n", 1), "seed": body.seed, "style": body.style,
+               "negative_prompt": body.negative_prompt}
     if body.style and body.style != "natural":
         try:
             get_style(body.style)
         except ValueError as e:
             raise APIError(400, str(e), param="style", code="invalid_value") from None
-    payload = {"prompt": body.prompt, "n": body.n, "seed": body.seed, "style": body.style,
-               "negative_prompt": body.negative_prompt}
-    client_errors(lambda: engine.check_inputs(generate_request(payload)))  # refused now, not in a batch
-    outcome = await run_job(request, user, "generate", payload, body.model_dump())
-    return await run_in_threadpool(answer, outcome, request, settings, body.response_format, body.output_format,
-                                   body.output_compression, size)
+    if body.palette:
+        try:
+            payload["palette"] = palette_hex(body.palette)
+        except ValueError as e:
+            raise APIError(400, str(e), param="palette", code="invalid_value") from None
+    client_errors(lambda: engine.check_inputs(generate_request(payload)))
+    return payload
 
 
 def answer(outcome: Outcome, request: Request, settings, response_format: str, output_format: str,

@@ -1,0 +1,401 @@
+"""The web studio in a real browser: Playwright driving Debian's Chromium against a real `pixelchat
+serve` on a free loopback port, with the shipped model. Screenshots of the main screens are saved
+under test-artifacts/studio/.
+
+`make test` installs Chromium and sets PIXELCHAT_REQUIRE_BROWSER=1, so there a missing browser fails
+instead of skipping."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import CLI, free_port, start_serve  # noqa: E402
+
+CHROMIUM = os.environ.get("PIXELCHAT_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("PIXELCHAT_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts")) / "studio"
+PASSWORDS = {"ada": "correct horse", "bob": "battery staple", "cy": "tr0ub4dor"}
+UPLOAD_LIMIT = 300_000  # bytes, small so a real oversized upload is cheap to make
+TIMEOUT = 60_000  # ms, for anything that waits on the engine (generous: CI machines may be busy)
+REPLIES = "#log li.reply:not(.aside)"  # the turns on the way to the current picture
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - the dev extra installs it
+    sync_playwright = None
+if sync_playwright is None or not os.access(CHROMIUM, os.X_OK):
+    reason = f"needs playwright and Chromium at {CHROMIUM} (make test installs both)"
+    if os.environ.get("PIXELCHAT_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(reason)
+    pytest.skip(reason, allow_module_level=True)
+expect.set_options(timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    """`pixelchat serve` on the shipped model, with accounts ada, bob and cy (passwords above)."""
+    root = tmp_path_factory.mktemp("studio")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELCHAT_")}
+    env.update(PIXELCHAT_DATA_DIR=str(root / "data"), PIXELCHAT_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT))
+    for name, password in PASSWORDS.items():
+        subprocess.run([*CLI, "users", "create", name, "--password-stdin"], input=password + "\n", text=True,
+                       env=env, check=True, capture_output=True)
+    port = free_port()
+    proc = start_serve(env, port, root / "serve.log")
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_as(browser, base_url):
+    """A new browser context signed in as ``name`` through the sign-in form; closed after the test."""
+    contexts = []
+
+    def open_as(name: str, url: str | None = None, **context_options):
+        context = browser.new_context(base_url=url or base_url, **context_options)
+        context.set_default_timeout(TIMEOUT)
+        contexts.append(context)
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.goto("/")
+        form = page.locator("#login-form")
+        form.get_by_label("Name").fill(name)
+        form.get_by_label("Password").fill(PASSWORDS[name])
+        form.get_by_label("Password").press("Enter")  # the keyboard alone signs in
+        expect(page.locator("#me")).to_have_text(name)
+        return page
+
+    yield open_as
+    for context in contexts:
+        context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def pixels(page, selector: str) -> bytes:
+    """The RGBA pixels an <img> shows, read back through a canvas at the picture's own size."""
+    data = page.evaluate("""(selector) => {
+        const img = document.querySelector(selector);
+        const canvas = Object.assign(document.createElement('canvas'), {width: img.naturalWidth, height: img.naturalHeight});
+        const ctx = canvas.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        return Array.from(ctx.getImageData(0, 0, canvas.width, canvas.height).data);
+    }""", selector)
+    return bytes(data)
+
+
+def new_conversation(page, title: str = "", room: str | None = None) -> None:
+    page.locator('#tabs a[data-view="chat"]').click()
+    page.locator("#session-title").fill(title)
+    if room:
+        page.locator("#session-room").select_option(label=room)
+    page.get_by_role("button", name="New conversation").click()
+    opened(page)
+
+
+def opened(page) -> str:
+    """Wait until the page shows the conversation its address names; its id."""
+    expect(page).to_have_url(re.compile(r"#chat/[0-9a-f]{32}$"))
+    session_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("body")).to_have_attribute("data-session", session_id)
+    return session_id
+
+
+def say(page, text: str, turns: int) -> None:
+    """Send a message and wait until the conversation shows ``turns`` turns."""
+    page.locator("#message").fill(text)
+    page.locator("#message").press("Enter")
+    try:
+        expect(page.locator(REPLIES)).to_have_count(turns)
+    except AssertionError:
+        raise AssertionError(f"no turn {turns}; the page says {page.locator('#notice').inner_text()!r}, "
+                             f"shows {page.locator('#log').inner_text()!r}") from None
+
+
+def test_the_page_is_one_file_set_with_a_strict_policy(base_url):
+    import httpx
+
+    page = httpx.get(base_url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    for name in ("studio.js", "studio.css", "icon.svg"):
+        assert httpx.get(f"{base_url}/studio/{name}").status_code == 200
+    assert httpx.get(f"{base_url}/studio/..%2Fapp.py").status_code == 404
+    assert httpx.get(f"{base_url}/studio/index.html.bak").status_code == 404
+
+
+def test_sign_in_refine_in_two_turns_and_branch_from_history(browser, base_url, open_as):
+    # a wrong password is said plainly and changes nothing
+    context = browser.new_context(base_url=base_url)
+    page = context.new_page()
+    page.goto("/")
+    shot(page, "sign-in")
+    page.locator("#login-form").get_by_label("Name").fill("ada")
+    page.locator("#login-form").get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#notice")).to_contain_text("ncorrect")
+    expect(page.locator("#tabs")).to_be_hidden()
+    context.close()
+
+    page = open_as("ada")
+    new_conversation(page, "Lake")
+    say(page, "a lake at sunset", 1)
+    expect(page.locator("#current")).to_be_visible()
+    first = page.locator("#current").get_attribute("data-id")
+    # a change the model cannot make is answered in the conversation, and draws nothing
+    page.locator("#message").fill("make the sky pink")
+    page.locator("#message").press("Enter")
+    expect(page.locator("#log li.aside")).to_contain_text("only clouds can change colour")
+    expect(page.locator("#current")).to_have_attribute("data-id", first)
+    say(page, "make the clouds pink, keep the rest", 2)
+    revised = page.locator("#log li.reply:not(.aside) .revised q").last
+    expect(revised).to_contain_text("pink")
+    second = page.locator("#current").get_attribute("data-id")
+    assert second != first
+    shot(page, "chat-two-turns")
+
+    # back to the first picture in the history tree, then a new branch from it
+    page.locator("#tree button.node").first.click()
+    expect(page.locator("#current")).to_have_attribute("data-id", first)
+    expect(page.locator(REPLIES)).to_have_count(1)
+    say(page, "add a boat", 2)
+    expect(page.locator("#tree > li > ul > li")).to_have_count(2)  # two branches from the first turn
+    expect(page.locator("#tree button.node[aria-current=true]")).to_contain_text("add a boat")
+
+    # undo goes back to the first picture; the undone turn stays in the tree
+    page.get_by_role("button", name="Undo").click()
+    expect(page.locator("#current")).to_have_attribute("data-id", first)
+    expect(page.locator("#tree button.node")).to_have_count(3)
+    shot(page, "chat-history-tree")
+    assert not page.errors
+
+
+def test_live_preview_follows_the_words_while_typing(open_as):
+    page = open_as("ada")
+    page.locator('#tabs a[data-view="create"]').click()
+    page.locator("#seed").fill("7")
+    page.locator("#seed").dispatch_event("change")
+    prompt = page.locator("#prompt")
+    prompt.press_sequentially("a red house by a lake", delay=40)
+    expect(page.locator("#preview")).to_have_attribute("data-prompt", "a red house by a lake")
+    house = pixels(page, "#preview")
+    assert len(house) == 64 * 64 * 4
+    prompt.press_sequentially(" under snowy peaks at night", delay=40)
+    expect(page.locator("#preview")).to_have_attribute("data-prompt", "a red house by a lake under snowy peaks at night")
+    night = pixels(page, "#preview")
+    assert night != house
+    assert int(page.locator("#preview").get_attribute("data-count")) >= 2  # it updated while typing, not only at the end
+    # the same words and seed again: the same picture
+    prompt.fill("")
+    prompt.press_sequentially("a red house by a lake", delay=10)
+    expect(page.locator("#preview")).to_have_attribute("data-prompt", "a red house by a lake")
+    assert pixels(page, "#preview") == house
+    # a variations grid, stored in the gallery
+    page.get_by_role("button", name="Draw 4").click()
+    expect(page.locator("#variations li.card")).to_have_count(4)
+    shot(page, "create-live-preview")
+    assert not page.errors
+
+
+def test_describe_an_upload_then_edit_a_painted_region(open_as, tmp_path):
+    out = subprocess.run([*CLI, "generate", "a house by a lake at noon", "--seed", "3", "--out", str(tmp_path),
+                          "--json"], capture_output=True, text=True, check=True)
+    picture = json.loads(out.stdout)["files"][0]
+    page = open_as("ada")
+    page.locator('#tabs a[data-view="describe"]').click()
+    page.locator("#file").set_input_files(picture)
+    expect(page.locator("#description")).to_be_visible()
+    assert page.locator("#caption").inner_text().strip()
+    expect(page.locator("#attributes tbody tr")).not_to_have_count(0)
+
+    # paint a mask over the top half and edit only there
+    box = page.locator("#mask-canvas").bounding_box()
+    page.mouse.move(box["x"] + 10, box["y"] + 20)
+    page.mouse.down()
+    for x in range(10, int(box["width"]) - 10, 20):
+        page.mouse.move(box["x"] + x, box["y"] + 20)
+    page.mouse.up()
+    expect(page.locator("#mask-canvas")).to_have_attribute("data-painted", "1")
+    page.locator("#instruction").fill("make the clouds pink")
+    page.get_by_role("button", name="Edit", exact=True).click()
+    expect(page.locator("#edits li.card").or_(page.locator("#notice:visible"))).to_have_count(1)
+    expect(page.locator("#notice")).to_be_hidden()
+    expect(page.locator("#edits li.card")).to_have_count(1)
+    shot(page, "describe-and-edit")
+
+    # not a picture, and a picture over the server's upload limit: the server's reasons, said plainly
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not a picture at all")
+    page.locator("#file").set_input_files(str(text_file))
+    expect(page.locator("#notice")).to_contain_text("not a picture pixelchat can read")
+    big = tmp_path / "big.png"
+    big.write_bytes(Path(picture).read_bytes() + os.urandom(UPLOAD_LIMIT))
+    page.locator("#file").set_input_files(str(big))
+    expect(page.locator("#notice")).to_contain_text("too large")
+    assert not page.errors
+
+
+@pytest.mark.parametrize("status, headers, error, said", [
+    (429, {"Retry-After": "7"}, {"message": "Rate limit reached.", "code": "rate_limit_exceeded"}, "Too many requests. Try again in 7 s."),
+    (503, {"Retry-After": "2"}, {"message": "The server is busy.", "code": "server_busy"}, "The server is busy. Try again in 2 s."),
+    (400, {}, {"message": "the prompt was blocked (violence)", "code": "content_policy_violation"},
+     "Blocked by the content policy: the prompt was blocked (violence)"),
+])
+def test_every_refusal_is_said_plainly(open_as, status, headers, error, said):
+    """The page's words for refusals that are hard to cause on demand (the server's own answers are
+    replayed to the page with these statuses)."""
+    page = open_as("ada")
+    body = json.dumps({"error": {"type": "invalid_request_error", "param": None, **error}})
+    page.route("**/api/preview", lambda route: route.fulfill(status=status, headers=headers, body=body,
+                                                              content_type="application/json"))
+    page.locator('#tabs a[data-view="create"]').click()
+    page.locator("#prompt").press_sequentially("a lake", delay=20)
+    expect(page.locator("#notice")).to_contain_text(said)
+
+
+def test_a_room_shares_turns_live_and_the_server_refuses_a_viewer(open_as):
+    ada, bob = open_as("ada"), open_as("bob")
+    ada.locator('#tabs a[data-view="rooms"]').click()
+    ada.locator("#room-name").fill("Lakeside")
+    ada.get_by_role("button", name="Create").click()
+    expect(ada.locator("#room-title")).to_have_text("Lakeside")
+    ada.locator("#member-name").fill("bob")
+    ada.locator("#member-role").select_option("editor")
+    ada.get_by_role("button", name="Invite").click()
+    expect(ada.locator('#members tr[data-user="bob"]')).to_be_visible()
+
+    ada.get_by_role("button", name="New conversation in this room").click()
+    session_id = opened(ada)
+    bob.goto(f"/#chat/{session_id}")
+    opened(bob)
+    expect(bob.locator("#message")).to_be_enabled()
+
+    say(ada, "a lake at night", 1)
+    expect(bob.locator(REPLIES)).to_have_count(1)  # arrived live, no reload
+    say(bob, "add a boat", 2)
+    expect(ada.locator(REPLIES)).to_have_count(2)
+    expect(ada.locator("#log li.user").last).to_have_text("add a boat")
+    shot(bob, "room-shared-conversation")
+
+    # ada makes bob a viewer: his page offers nothing to change, and a forced attempt is refused by the server
+    ada.locator('#tabs a[data-view="rooms"]').click()
+    ada.locator("#rooms a", has_text="Lakeside").click()
+    ada.get_by_label("Role of bob").select_option("viewer")
+    expect(ada.locator("#status")).to_contain_text("bob is now viewer")
+    bob.reload()
+    expect(bob.locator("#session-role")).to_contain_text("viewer")
+    expect(bob.locator("#message")).to_be_disabled()
+    bob.evaluate("document.querySelectorAll('#say [disabled]').forEach((e) => e.disabled = false)")
+    say_attempt = bob.locator("#message")
+    say_attempt.fill("make the sky pink")
+    bob.locator("#send").click()
+    expect(bob.locator("#notice")).to_contain_text("Not allowed")
+    expect(bob.locator(REPLIES)).to_have_count(2)
+    shot(ada, "room-members")
+    assert not ada.errors and not bob.errors
+
+
+def test_rate_vote_gallery_search_and_download(open_as):
+    page = open_as("cy")
+    page.locator('#tabs a[data-view="create"]').click()
+    page.locator("#prompt").fill("snowy peaks at dawn")
+    page.get_by_role("button", name="Draw 4").click()
+    expect(page.locator("#variations li.card")).to_have_count(4)
+
+    page.locator('#tabs a[data-view="gallery"]').click()
+    expect(page.locator("#gallery li.card")).to_have_count(4)
+    page.locator("#q").fill("lighthouse")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#gallery")).to_contain_text("No pictures match")
+    page.locator("#q").fill("snowy")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#gallery li.card")).to_have_count(4)
+
+    card = page.locator("#gallery li.card").first
+    image_id = card.get_attribute("data-id")
+    card.locator("label", has_text="★").nth(3).click()  # four stars
+    expect(card.locator(".stars")).to_have_attribute("data-rated", "4")
+    rating = page.evaluate("async (id) => (await fetch(`/api/images/${id}/rating`)).json()", image_id)
+    assert rating["mine"] == 4
+    with page.expect_download() as download:
+        card.get_by_role("link", name="Download").click()
+    from PIL import Image
+
+    with Image.open(download.value.path()) as saved:
+        assert "pixelchat" in saved.info and "snowy peaks at dawn" in saved.info["parameters"]
+    shot(page, "gallery")
+
+    assert not page.errors
+
+
+def test_votes_between_two_models_rank_them_on_the_leaderboard(open_as, tmp_path, tiny_model):
+    """Pictures from two models (the server restarted on another checkpoint), compared in the page."""
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELCHAT_")}
+    env["PIXELCHAT_DATA_DIR"] = str(tmp_path / "data")
+    subprocess.run([*CLI, "users", "create", "ada", "--password-stdin"], input=PASSWORDS["ada"] + "\n", text=True,
+                   env=env, check=True, capture_output=True)
+    key = json.loads(subprocess.run([*CLI, "keys", "create", "ada", "--json"], env=env, check=True,
+                                    capture_output=True, text=True).stdout)["key"]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    for model in (None, str(tiny_model)):
+        proc = start_serve({**env, **({"PIXELCHAT_MODEL": model} if model else {})}, port, tmp_path / "serve.log")
+        try:
+            answer = httpx.post(f"{url}/v1/images/generations", json={"prompt": "a lake at noon", "n": 2},
+                                headers={"Authorization": f"Bearer {key}"}, timeout=60)
+            assert answer.status_code == 200, answer.text
+        finally:
+            if model is None:
+                proc.terminate()
+                proc.wait(60)
+    try:
+        page = open_as("ada", url)
+        page.locator('#tabs a[data-view="compare"]').click()
+        expect(page.locator("#duel-a")).to_have_attribute("data-id", re.compile(r"[0-9a-f]{32}"))
+        page.keyboard.press("ArrowLeft")  # the left one wins
+        expect(page.locator("#leaderboard tbody tr")).to_have_count(2)
+        expect(page.locator("#leaderboard tbody td.votes")).to_have_text(["1", "1"])
+        page.get_by_role("button", name="Right is better").click()
+        expect(page.locator("#leaderboard tbody td.votes")).to_have_text(["2", "2"])
+        shot(page, "compare-and-leaderboard")
+        assert not page.errors
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def test_a_phone_sized_screen_has_no_sideways_scrolling(open_as):
+    page = open_as("ada", viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                   has_touch=True)
+    for view in ("create", "chat", "describe", "gallery", "compare", "rooms"):
+        page.locator(f'#tabs a[data-view="{view}"]').click()
+        expect(page.locator(f"#view-{view}")).to_be_visible()
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{view} is {overflow}px wider than the screen"
+    page.locator('#tabs a[data-view="chat"]').click()
+    shot(page, "phone-chat")
+    assert not page.errors
