@@ -40,6 +40,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_describe.py --n 1000 && ../$(BIN)/python bench_edit.py --cases 160 --seed 0
 	cd benchmarks && ../$(BIN)/python bench_nearest.py && ../$(BIN)/python bench_chat.py --dialogues 60 --seed 0
 	cd benchmarks && ../$(BIN)/python bench_server.py --seconds 10 --burst 500
+	cd benchmarks && ../$(BIN)/python bench_moderation.py && ../$(BIN)/python bench_watermark.py --n 100 --clean 300
 
 clean:
 	rm -rf out .pytest_cache test-artifacts

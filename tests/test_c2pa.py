@@ -232,3 +232,33 @@ def test_missing_package_raises_c2pa_unavailable(signer, monkeypatch):
         cc.sign(picture("png"), "png", RECORD, signer)
     with pytest.raises(cc.C2PAUnavailable):
         cc.read_manifest(picture("png"), "png")
+
+
+def test_an_operator_certificate_signs_every_file_written_and_verify_trusts_its_root(pki, tmp_path):
+    """`pixelchat generate` with PIXELCHAT_C2PA_CERT/KEY set writes signed files; `pixelchat verify`
+    finds the manifest valid, its record the file's own, and (given the root) trusted."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELCHAT_")}
+    env.update(PIXELCHAT_C2PA_CERT=str(pki["folder"] / "chain.pem"), PIXELCHAT_C2PA_KEY=str(pki["folder"] / "key.pem"))
+    cli = [sys.executable, "-m", "pixelchat.cli"]
+    out = subprocess.run([*cli, "generate", "a lake at dawn", "--seed", "2", "--out", str(tmp_path), "--json"],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    path = json.loads(out.stdout)["files"][0]
+    env["PIXELCHAT_C2PA_TRUST_ANCHORS"] = str(pki["folder"] / "root.pem")
+    checked = subprocess.run([*cli, "verify", path, "--json"], env=env, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["agree"] and report["c2pa"]["status"] == "valid" and report["c2pa"]["trusted"] is True
+    assert report["c2pa"]["has_record"]
+    # a key that does not belong to the certificate stops the command before it writes anything
+    env["PIXELCHAT_C2PA_KEY"] = str(tmp_path / "nope.pem")
+    (tmp_path / "nope.pem").write_bytes(_key_pem(ec.generate_private_key(ec.SECP256R1())))
+    refused = subprocess.run([*cli, "generate", "a lake", "--out", str(tmp_path / "more")], env=env,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "does not match" in refused.stderr, refused.stderr
+    assert not list((tmp_path / "more").glob("*.png"))

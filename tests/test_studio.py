@@ -216,6 +216,10 @@ def test_live_preview_follows_the_words_while_typing(open_as):
     page.get_by_role("button", name="Draw 4").click()
     expect(page.locator("#variations li.card")).to_have_count(4)
     shot(page, "create-live-preview")
+    # a prompt the content policy blocks: the server refuses it, and the page says why
+    prompt.fill("a photo of a mutilated corpse")
+    prompt.dispatch_event("input")
+    expect(page.locator("#notice")).to_contain_text("Blocked by the content policy")
     assert not page.errors
 
 

@@ -38,6 +38,16 @@ def user_errors():
         raise typer.Exit(2)
 
 
+def moderate(*texts: str) -> None:
+    """Refuse, before any work, a prompt the content policy blocks (PIXELCHAT_POLICY, PIXELCHAT_MODERATION_ALLOW):
+    `PolicyViolation` is a ValueError, so `user_errors` turns it into one line and exit code 2."""
+    from pixelchat.safety.moderation import default_moderator
+
+    moderator = default_moderator()
+    for text in texts:
+        moderator.enforce(text)
+
+
 def writable_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     probe = path / ".pixelchat-write-test"
@@ -61,6 +71,7 @@ def generate(
     from pixelchat.generate import generate_records, save_generated
 
     with user_errors():
+        moderate(prompt)
         writable_dir(out)
         results = generate_records(prompt, n, seed, model=model, truncation=truncation, size=size)
         paths = save_generated(results, out)
@@ -109,6 +120,7 @@ def edit(
     from pixelchat.generate import save_generated
 
     with user_errors():
+        moderate(instruction)
         writable_dir(out)
         result = edit_fn(image, instruction, mask=mask, strength=strength, n=n, seed=seed, model=model)
         paths = save_generated(result.images, out, stem=f"{image.stem}-edit")
@@ -172,6 +184,8 @@ def chat(
     from pixelchat.vision.style import load_styles
 
     with user_errors():
+        lines = script.read_text().splitlines() if script is not None else None
+        moderate(*(line.strip() for line in lines or [] if line.strip() and not line.strip().startswith(("#", "/"))))
         writable_dir(out)
         if llm_url:
             if not llm_model:
@@ -184,7 +198,6 @@ def chat(
             session.llm = llm
         else:
             session = Session(model=model, seed=seed, style=style, palette=palette, checks=checks, llm=llm)
-        lines = script.read_text().splitlines() if script is not None else None
 
     out_console = Console(highlight=False, soft_wrap=True)
 
@@ -242,6 +255,7 @@ def chat(
                 raise ValueError(f"unknown command {line.split()[0]}; commands: /open FILE /undo /history /goto N "
                                  "/styles /style NAME /palette COLOURS /save /quit")
             else:
+                moderate(line)
                 say(session.turn(line))
         return True
 
@@ -466,12 +480,37 @@ def data_export(
 
 
 @app.command()
+def verify(
+    image: Path = typer.Argument(..., help="A picture file (PNG, JPEG or WebP)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Where a picture came from: its record, parameters, XMP, watermark and C2PA manifest, and whether
+    they agree. Exit code 0: found and all agree; 1: nothing found, or the parts disagree; 2: unreadable."""
+    from rich.markup import escape
+
+    from pixelchat.safety.verify import summary, verify as verify_fn
+
+    with user_errors():
+        report = verify_fn(image)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        out = Console(highlight=False, soft_wrap=True)
+        for part, text, good in summary(report):
+            style = {True: "green", False: "red", None: "default"}[good]
+            out.print(f"[bold]{part:>10}[/bold]  [{style}]{escape(text)}[/{style}]")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
 ):
-    """Run the server: the OpenAI-compatible images API (and our own) at http://HOST:PORT/v1.
-    Settings come from PIXELCHAT_* environment variables (PIXELCHAT_DATA_DIR, PIXELCHAT_DATABASE_URL, ...)."""
+    """Run the server: the studio at http://HOST:PORT/, the OpenAI-compatible images API (and our own) at
+    /v1 and /api. Settings come from PIXELCHAT_* environment variables (PIXELCHAT_DATA_DIR, ...)."""
+    import logging
+
     import uvicorn
 
     from pixelchat.server.app import create_app
@@ -481,6 +520,11 @@ def serve(
         if not 1 <= port <= 65535:
             raise ValueError(f"--port must be between 1 and 65535, got {port}")
         application = create_app(Settings())  # migrations run here, before the first request
+    # the operator's log: the queue's notes and every moderation decision (one JSON line each)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("pixelchat").addHandler(handler)
+    logging.getLogger("pixelchat").setLevel(logging.INFO)
     # on Ctrl-C or SIGTERM: stop accepting, let requests in flight finish (up to 60 s), then stop the queue
     uvicorn.run(application, host=host, port=port, log_level="info", timeout_graceful_shutdown=60)
 

@@ -1,14 +1,14 @@
-"""Image files that say how they were made: PNG text chunks with our JSON record and an
-A1111-style ``parameters`` line (read by many image tools)."""
+"""Image files that say how they were made: our JSON record, an A1111-style ``parameters`` line
+(read by many image tools), XMP with the IPTC "made by AI" source type and an invisible watermark
+(written by `pixelchat.safety.provenance.image_bytes`, in PNG, JPEG or WebP); and the safe opening
+of picture files users hand us."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from pathlib import Path
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 RECORD_KEY = "pixelchat"
 PARAMETERS_KEY = "parameters"
@@ -31,13 +31,10 @@ def a1111_parameters(record: dict) -> str:
 
 
 def png_bytes(image: Image.Image, record: dict) -> bytes:
-    """``image`` as PNG bytes with ``record`` embedded (our JSON and the A1111 ``parameters`` line)."""
-    info = PngImagePlugin.PngInfo()
-    info.add_itxt(RECORD_KEY, json.dumps(record, separators=(",", ":")))
-    info.add_text(PARAMETERS_KEY, a1111_parameters(record))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
+    """``image`` as PNG bytes carrying ``record`` (see `pixelchat.safety.provenance.image_bytes`)."""
+    from pixelchat.safety.provenance import image_bytes
+
+    return image_bytes(image, record, "png")
 
 
 def save_png(image: Image.Image, path: str | os.PathLike, record: dict) -> Path:
@@ -50,19 +47,13 @@ def save_png(image: Image.Image, path: str | os.PathLike, record: dict) -> Path:
 
 
 def read_record(path_or_image: str | os.PathLike | Image.Image) -> dict | None:
-    """Our generation record from a file or opened image; None when it has none."""
-    image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
-    text = getattr(image, "text", None) or image.info
-    raw = text.get(RECORD_KEY)
-    if isinstance(raw, dict):  # set in memory by pixelchat.generate
-        return raw
-    if raw is None:
-        return None
-    try:
-        record = json.loads(raw)
-    except json.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None
+    """Our generation record from a file (PNG, JPEG or WebP) or opened image; None when it has none."""
+    from pixelchat.safety.provenance import provenance_of
+
+    if isinstance(path_or_image, Image.Image):
+        return provenance_of(path_or_image).record
+    with Image.open(path_or_image) as image:
+        return provenance_of(image).record
 
 
 MAX_FILE_BYTES = 20 * 1024 * 1024

@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import pixelchat
+from pixelchat.safety.checkers import load_checkers
+from pixelchat.safety.moderation import Moderator
 from pixelchat.server import errors
 from pixelchat.server.config import Settings
 from pixelchat.server.db import migrate, session_factory
@@ -75,12 +77,17 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         migrate(settings.database)
     sessions, store, events = session_factory(settings.database), ImageStore(settings.images_dir), Broker()
     queue = JobQueue(settings, sessions, store, events)
+    moderation = settings.moderation()
+    queue.checkers = load_checkers(moderation.output_checkers)  # a bad name or missing extra stops the start
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from pixelchat.engines import load_engine
 
+        from pixelchat.safety.provenance import configured_signer
+
         await run_in_threadpool(load_engine, settings.model)  # the first request should not wait for it
+        await run_in_threadpool(configured_signer)  # bad Content Credentials settings stop the start, not a request
         events.loop = asyncio.get_running_loop()
         queue.start(settings.workers)
         yield
@@ -90,6 +97,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                   description="Conversational image creation: an OpenAI-compatible images API and our own.")
     app.state.settings, app.state.sessions, app.state.store, app.state.events = settings, sessions, store, events
     app.state.jobs = queue
+    app.state.moderator = Moderator.from_settings(moderation)
     app.state.signing_key = settings.signing_key()
     app.state.started = time.time()
     errors.install(app)

@@ -33,6 +33,20 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(120, ge=1, description="Requests a key may make at once before the rate applies.")
     login_ttl_s: int = Field(14 * 24 * 3600, ge=60, description="How long a browser stays signed in.")
     cookie_secure: bool = Field(False, description="Send the login cookie over HTTPS only (set behind TLS).")
+    policy: Path | None = Field(None, description="A content policy file (JSON); default: the shipped one.")
+    moderation_allow: str = Field("", description="Policy categories the operator allows, comma-separated "
+                                                  "(sexual_minors can never be allowed).")
+    log_prompts: bool = Field(False, description="Put the prompt's text in the moderation decision log.")
+    output_checkers: str = Field("", description="Checkers run on every picture before it is returned or stored, "
+                                                 "comma-separated (blank, prompt, nudenet).")
+
+    def moderation(self):
+        """The moderation settings these make (`pixelchat.safety.moderation.ModerationSettings`)."""
+        from pixelchat.safety.moderation import ModerationSettings
+
+        split = lambda value: tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))  # noqa: E731
+        return ModerationSettings(policy=str(self.policy) if self.policy else None, allow=split(self.moderation_allow),
+                                  log_prompts=self.log_prompts, output_checkers=split(self.output_checkers))
 
     @property
     def database(self) -> str:

@@ -91,6 +91,7 @@ class JobQueue:
         self._reserved = 0
         self._write = threading.Lock()
         self.llm = None
+        self.checkers: list = []  # output checkers (pixelchat.safety.checkers) every picture must pass
         self.running: set[str] = set()  # taken by a worker and not yet resolved
         self.batches: list[int] = []  # images per engine call, most recent last (bounded)
         self._ephemeral: dict[str, Outcome] = {}  # finished previews nobody waited for yet
@@ -364,6 +365,23 @@ class JobQueue:
         self._finish([(job, made) for job, made in zip(jobs, results) if not isinstance(made, APIError)])
 
     def _handle(self, jobs: list[Job]) -> list[Made | APIError]:
+        return [self._checked(made) for made in self._made(jobs)]
+
+    def _checked(self, made: Made | APIError) -> Made | APIError:
+        """The job's pictures through the operator's output checkers: one that fails withholds them all."""
+        from pixelchat.safety.checkers import run_checkers
+
+        if isinstance(made, APIError) or not self.checkers:
+            return made
+        for image, record in zip(made.images, made.records):
+            failed = run_checkers(self.checkers, image, record)
+            if failed is not None:
+                log.info("output check %s withheld a picture: %s", failed.checker, failed.reason)
+                return APIError(400, f"The picture was withheld by an output check ({failed.checker}): {failed.reason}",
+                                code="content_policy_violation")
+        return made
+
+    def _made(self, jobs: list[Job]) -> list[Made | APIError]:
         from pixelchat.server import handlers
 
         if len(jobs) > 1:

@@ -10,6 +10,7 @@ this model.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.RLock()
         self._weights_sha256: str | None = None
 
     @property
@@ -91,6 +93,10 @@ class TextEncoder:
     @torch.inference_mode()
     def encode(self, prompts: list[str], batch_size: int = 256) -> TextEncoding:
         """Pooled and token-level states for ``prompts`` (no cache)."""
+        with self._lock:  # one caller at a time: the fast tokenizer is not thread-safe
+            return self._encode(prompts, batch_size)
+
+    def _encode(self, prompts: list[str], batch_size: int) -> TextEncoding:
         pooled, tokens, masks = [], [], []
         for i in range(0, len(prompts), batch_size):
             batch = self.tokenizer(prompts[i:i + batch_size], padding=True, truncation=True,
@@ -105,7 +111,11 @@ class TextEncoder:
         return TextEncoding(torch.cat(pooled).float().cpu(), torch.cat(tokens).float().cpu(), torch.cat(masks).cpu())
 
     def embed(self, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """Pooled embeddings (B, D), served from the LRU cache where possible."""
+        """Pooled embeddings (B, D), served from the LRU cache where possible. Safe from any thread."""
+        with self._lock:
+            return self._embed(prompts, batch_size)
+
+    def _embed(self, prompts: list[str], batch_size: int) -> torch.Tensor:
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if missing:
             new = self.encode(missing, batch_size).pooled
@@ -120,7 +130,8 @@ class TextEncoder:
         return torch.stack(out)
 
     def clear_cache(self) -> None:
-        self._cache.clear()
+        with self._lock:
+            self._cache.clear()
 
 
 _ENCODERS: dict[str, TextEncoder] = {}

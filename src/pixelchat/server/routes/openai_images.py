@@ -38,11 +38,25 @@ async def submit_job(request: Request, user, kind: str, payload: dict, fingerpri
                      files: dict | None = None, session_id: str | None = None):
     """Queue the work as a job. An ``Idempotency-Key`` header binds the key to this route and
     ``fingerprint`` (the request's fields): sent again, it returns the first job."""
+    text = payload.get("prompt") or (payload.get("text") if kind == "message" else None)
+    if text:
+        await run_in_threadpool(moderate, request, user, text)
     key = request.headers.get("idempotency-key")
     job, _ = await run_in_threadpool(request.app.state.jobs.submit, user.id, kind, payload, session_id=session_id,
                                      idempotency_key=key, files=files,
                                      fingerprint=request_hash(request.url.path, fingerprint) if key else None)
     return job
+
+
+def moderate(request: Request, user, text: str) -> None:
+    """The content policy on a prompt or message, before any work: a blocked one is OpenAI's 400
+    ``content_policy_violation``. Every decision goes to the operator's log (the text only if asked)."""
+    from pixelchat.safety.moderation import log_decision
+
+    decision = request.app.state.moderator.check(text)
+    log_decision(decision, user=user.name, prompt=text, log_prompts=request.app.state.settings.log_prompts)
+    if not decision.allowed:
+        raise APIError(400, decision.reason, param="prompt", code="content_policy_violation")
 
 
 async def run_job(request: Request, user, kind: str, payload: dict, fingerprint: dict, *,

@@ -1,0 +1,121 @@
+"""The invisible watermark on real 64 px pictures from the shipped model: found after the changes
+docs/provenance.md claims it survives (JPEG q85, resizing to 90 %, 10 % crops), never found on
+pictures without it, and not embedded where pictures are too small to carry it."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelchat.data.scenes import scene_sample
+from pixelchat.generate import generate_records
+from pixelchat.safety import watermark as wm
+from pixelchat.safety.provenance import image_bytes
+
+HASHES = (0x00000000, 0xFFFFFFFF, 0x1234ABCD, 0x9E3779B9)
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    prompts = ["a lake at night under a moon", "snowy mountains at sunset with pink clouds",
+               "a house in a forest by the sea", "a desert at noon with a boat"]
+    return [generate_records(p, 1, seed=20 + i)[0].image for i, p in enumerate(prompts)]
+
+
+@pytest.fixture(scope="module")
+def marked(pictures):
+    return [wm.embed(im, h) for im, h in zip(pictures, HASHES)]
+
+
+def jpeg(im, quality=85):
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def shrink(im, f=0.9):
+    return im.resize((round(im.width * f), round(im.height * f)), Image.Resampling.BICUBIC)
+
+
+CHANGES = {
+    "none": lambda im: im,
+    "jpeg85": jpeg,
+    "resize90": shrink,
+    "resize90-back": lambda im: shrink(im).resize(im.size, Image.Resampling.BICUBIC),
+    "crop10-centre": lambda im: im.crop((3, 3, 61, 61)),
+    "crop10-corner": lambda im: im.crop((6, 0, 64, 58)),
+    "crop10+jpeg85": lambda im: jpeg(im.crop((2, 5, 60, 63))),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_mark_survives_at_64px(marked, change):
+    for im, h in zip(marked, HASHES):
+        d = wm.detect(CHANGES[change](im))
+        assert d.found and d.p_value <= wm.MAX_FALSE_ALARM, (change, d)
+        assert d.matches(h), (change, f"{d.hash32:08x} != {h:08x}")
+
+
+def test_mark_survives_on_larger_pictures(pictures):
+    im = pictures[0].resize((256, 256), Image.Resampling.LANCZOS)
+    m = wm.embed(im, 0xC0FFEE)
+    for change in (jpeg, shrink, lambda x: jpeg(shrink(x, 0.75))):
+        assert wm.detect(change(m)).matches(0xC0FFEE)
+
+
+def test_mark_is_faint(pictures, marked):
+    for a, b in zip(pictures, marked):
+        err = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+        assert 10 * np.log10(255**2 / (err**2).mean()) > 40  # dB PSNR
+        assert np.abs(err).max() <= 16
+
+
+def test_no_mark_is_reported_on_pictures_without_one(pictures):
+    rng = np.random.default_rng(0)
+    clean = [*pictures, *(scene_sample(900 + i, 64).image for i in range(4)),
+             scene_sample(950, 256).image, Image.new("RGB", (64, 64), (128, 128, 128)),
+             Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))]
+    for im in clean:
+        d = wm.detect(im)
+        assert not d.found and d.p_value > 1e-3
+
+
+def test_a_different_hash_is_not_a_match(marked):
+    d = wm.detect(marked[2])
+    assert d.matches(HASHES[2]) and not d.matches(HASHES[3]) and not d.matches(HASHES[2] ^ 0b111)
+
+
+def test_too_small_pictures_are_left_alone(pictures):
+    small = pictures[0].resize((32, 32), Image.Resampling.LANCZOS)
+    assert wm.embed(small, 1) is small
+    assert wm.detect(small).too_small and not wm.detect(small).found
+
+
+def test_embedding_is_deterministic_and_idempotent(pictures, marked):
+    assert wm.embed(pictures[1], HASHES[1]).tobytes() == marked[1].tobytes()
+    again = np.asarray(wm.embed(marked[1], HASHES[1]), np.int16)
+    assert np.abs(again - np.asarray(marked[1], np.int16)).max() <= 1
+
+
+def test_same_seed_same_pixels_in_files():
+    """The time of creation is not in the mark's hash, so the same prompt, seed and model still give
+    identical pixels."""
+    a = generate_records("a lake", 1, seed=7)[0]
+    b = generate_records("a lake", 1, seed=7)[0]
+    b.record["created"] = "1999-01-01T00:00:00+00:00"
+    pa = Image.open(io.BytesIO(image_bytes(a.image, a.record)))
+    pb = Image.open(io.BytesIO(image_bytes(b.image, b.record)))
+    assert pa.tobytes() == pb.tobytes() and pa.tobytes() != a.image.tobytes()
+
+
+def test_every_written_picture_is_marked(pictures):
+    record = generate_records("a lake", 1, seed=8)[0].record
+    for fmt in ("png", "jpeg", "webp"):
+        im = Image.open(io.BytesIO(image_bytes(pictures[0], record, fmt)))
+        assert wm.detect(im).matches(wm.record_hash(record)), fmt
+
+
+def test_false_alarm_bound_is_exact_arithmetic():
+    assert wm.irwin_hall_cdf(24, 1.0) == pytest.approx(1 / 620448401733239439360000)
+    assert wm.irwin_hall_cdf(2, 1.0) == pytest.approx(0.5) and wm.irwin_hall_cdf(24, 0) == 0
