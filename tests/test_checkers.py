@@ -129,3 +129,20 @@ def test_nudenet_checker_logic_on_a_stand_in_detector(monkeypatch):
     result = checker.check(image, {})
     assert not result.ok and result.category == "sexual" and result.score == pytest.approx(0.71)
     assert isinstance(checker, NudeNetChecker) and not any(Path(p).exists() for p in seen)  # temporary files gone
+
+
+def test_the_cli_runs_the_operators_checkers_before_writing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELCHAT_")}
+    cli = [sys.executable, "-m", "pixelchat.cli", "generate", "a lake at noon", "--seed", "1"]
+    passed = subprocess.run([*cli, "--out", str(tmp_path / "a")], env={**env, "PIXELCHAT_OUTPUT_CHECKERS": "blank"},
+                            capture_output=True, text=True)
+    assert passed.returncode == 0, passed.stderr
+    assert len(list((tmp_path / "a").glob("*.png"))) == 1
+    unknown = subprocess.run([*cli, "--out", str(tmp_path / "b")], env={**env, "PIXELCHAT_OUTPUT_CHECKERS": "nope"},
+                             capture_output=True, text=True)
+    assert unknown.returncode == 2 and "nope" in unknown.stderr
+    assert not list((tmp_path / "b").glob("*.png"))

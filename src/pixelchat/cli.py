@@ -48,6 +48,17 @@ def moderate(*texts: str) -> None:
         moderator.enforce(text)
 
 
+def check_outputs(pictures) -> None:
+    """The operator's output checkers (PIXELCHAT_OUTPUT_CHECKERS) on every picture before any is written:
+    `OutputBlocked` is a ValueError, so one that fails is one line and exit code 2, and nothing is written."""
+    from pixelchat.safety.checkers import enforce_output, load_checkers
+    from pixelchat.safety.moderation import settings_from_env
+
+    checkers = load_checkers(settings_from_env().output_checkers)
+    for image, record in pictures:
+        enforce_output(checkers, image, record)
+
+
 def writable_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     probe = path / ".pixelchat-write-test"
@@ -74,6 +85,7 @@ def generate(
         moderate(prompt)
         writable_dir(out)
         results = generate_records(prompt, n, seed, model=model, truncation=truncation, size=size)
+        check_outputs((r.image, r.record) for r in results)
         paths = save_generated(results, out)
     if as_json:
         record = results[0].record
@@ -123,6 +135,7 @@ def edit(
         moderate(instruction)
         writable_dir(out)
         result = edit_fn(image, instruction, mask=mask, strength=strength, n=n, seed=seed, model=model)
+        check_outputs((r.image, r.record) for r in result.images)
         paths = save_generated(result.images, out, stem=f"{image.stem}-edit")
     if as_json:
         typer.echo(json.dumps({"image": str(image), "instruction": instruction, "files": [str(p) for p in paths],
@@ -152,6 +165,7 @@ def vary(
     with user_errors():
         writable_dir(out)
         results = vary_fn(image, n=n, strength=strength, seed=seed, model=model)
+        check_outputs((r.image, r.record) for r in results)
         paths = save_generated(results, out, stem=f"{image.stem}-var")
     if as_json:
         typer.echo(json.dumps({"image": str(image), "prompt": results[0].prompt, "files": [str(p) for p in paths],
@@ -205,6 +219,7 @@ def chat(
         path = None
         if turn.images:
             record = turn.images[0].info.get("pixelchat") or turn.node.record
+            check_outputs([(turn.images[0], record)])
             path = save_png(turn.images[0], out / f"turn-{turn.node.id}.png", record)
             if open_images:
                 turn.images[0].show()

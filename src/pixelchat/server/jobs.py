@@ -340,7 +340,7 @@ class JobQueue:
                     self._cond.notify_all()
 
     def _run(self, batch: list[str]) -> None:
-        jobs = []
+        jobs, done = [], []
         with self.writing() as db:
             for job_id in batch:
                 job = db.get(Job, job_id)
@@ -348,13 +348,16 @@ class JobQueue:
                     self._resolve(job_id, Outcome(job_id, "failed", {}, {
                         "status": 404, "message": "The job was deleted.", "code": "not_found", "param": None}))
                     continue
-                if job.status in FINAL:
+                if job.status in FINAL:  # finished already: its waiters get that
+                    done.append(job)
                     continue
                 job.status, job.started, job.attempts = "running", utcnow(), job.attempts + 1
                 jobs.append(job)
             db.commit()
-            for job in jobs:
+            for job in jobs + done:
                 db.expunge(job)
+        for job in done:
+            self._resolve(job.id, self.outcome_of(job))
         for job in jobs:
             self.publish(job)
         results = self._handle(jobs)

@@ -514,14 +514,14 @@ function renderSession(session) {
     $('#picture-actions').hidden = true;
     $('#current-caption').textContent = viewer ? 'No picture yet.' : 'Say what to draw: "a lake at sunset with pink clouds".';
   }
-  renderTree(session, nodes);
+  renderTree(session);
   const current = nodes[session.current];
   if (current) {
     $('#chat-style').value = current.style || 'none';
   }
 }
 
-function renderTree(session, nodes) {
+function renderTree(session) {
   const children = {};
   for (const n of session.nodes) (children[n.parent ?? 'root'] ||= []).push(n);
   const onPath = new Set(session.path);
@@ -537,7 +537,6 @@ function renderTree(session, nodes) {
     return li;
   });
   $('#tree').replaceChildren(...branch('root'));
-  void nodes;
 }
 
 async function sendMessage(event) {
