@@ -98,23 +98,24 @@ def test_picture_with_nothing(tmp_path):
 
 
 def test_c2pa_record_is_compared(made, monkeypatch):
+    data = image_bytes(made.image, made.record)  # written before the C2PA module is replaced by a fake reader
     fake = types.ModuleType("pixelchat.safety.c2pa")
-    fake.read_manifest = lambda data, fmt: types.SimpleNamespace(
+    fake.read_manifest = lambda data, fmt, **options: types.SimpleNamespace(
         valid=True, errors=[], record=dict(made.record, seed=1), signer="Example", claim_generator="pixelchat")
     monkeypatch.setitem(sys.modules, "pixelchat.safety.c2pa", fake)
     monkeypatch.setattr("pixelchat.safety.c2pa", fake, raising=False)
-    report = verify(image_bytes(made.image, made.record))
+    report = verify(data)
     assert report.c2pa.status == "valid" and "the C2PA manifest's record is not the file's record" in report.disagreements
 
-    fake.read_manifest = lambda data, fmt: types.SimpleNamespace(
+    fake.read_manifest = lambda data, fmt, **options: types.SimpleNamespace(
         valid=False, errors=["assertion.dataHash.mismatch"], record=made.record, signer=None, claim_generator=None)
-    report = verify(image_bytes(made.image, made.record))
+    report = verify(data)
     assert report.c2pa.status == "invalid" and report.exit_code == 1
 
-    def broken(data, fmt):
+    def broken(data, fmt, **options):
         raise ImportError("no c2pa")
     fake.read_manifest = broken
-    report = verify(image_bytes(made.image, made.record))
+    report = verify(data)
     assert report.c2pa.status == "not checked" and "no c2pa" in report.c2pa.reason and report.exit_code == 0
 
 
