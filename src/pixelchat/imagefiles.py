@@ -64,18 +64,24 @@ class ImageFileError(ValueError):
     """An image file that cannot be used: missing, too large, or not an image we can read."""
 
 
-def open_image_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES,
-                    max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open and decode a picture file as it is (mode kept), EXIF rotation applied; oversized or
-    unreadable files raise ImageFileError."""
-    from PIL import ImageOps, UnidentifiedImageError
-
+def checked_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> Path:
+    """``path``, refused (ImageFileError) when it is not a file or is over ``max_bytes``."""
     path = Path(path)
     if not path.is_file():
         raise ImageFileError(f"no image file at {path}")
     size = path.stat().st_size
     if size > max_bytes:
         raise ImageFileError(f"{path} is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+    return path
+
+
+def open_image_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES,
+                    max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open and decode a picture file as it is (mode kept), EXIF rotation applied; oversized or
+    unreadable files raise ImageFileError."""
+    from PIL import ImageOps, UnidentifiedImageError
+
+    path = checked_file(path, max_bytes)
     try:
         with Image.open(path) as im:
             if im.width * im.height > max_pixels:

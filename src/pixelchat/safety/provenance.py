@@ -28,7 +28,6 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
@@ -36,7 +35,7 @@ from PIL import Image, PngImagePlugin
 from PIL.ExifTags import IFD
 
 from pixelchat.imagefiles import (
-    MAX_FILE_BYTES, MAX_PIXELS, PARAMETERS_KEY, RECORD_KEY, ImageFileError, a1111_parameters,
+    MAX_FILE_BYTES, MAX_PIXELS, PARAMETERS_KEY, RECORD_KEY, ImageFileError, a1111_parameters, checked_file,
 )
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
@@ -185,13 +184,7 @@ class Provenance:
 
 def file_bytes(path: str | os.PathLike) -> bytes:
     """A picture file's bytes, refused (ImageFileError) when missing or over the size limit."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageFileError(f"no image file at {path}")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise ImageFileError(f"{path} is {size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MiB")
-    return path.read_bytes()
+    return checked_file(path).read_bytes()
 
 
 def open_image(source: str | os.PathLike | bytes | Image.Image, name: str = "the image") -> Image.Image:
