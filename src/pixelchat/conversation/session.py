@@ -149,7 +149,10 @@ class Session:
             raise ValueError(f"checks must be between 0 and {MAX_CHECKS}, got {checks}")
         if not 0.0 <= palette_strength <= 1.0:
             raise ValueError(f"palette_strength must be between 0 and 1, got {palette_strength}")
-        self.model = str(model) if model else None
+        from pixelchat.engines import Engine
+
+        # a checkpoint path, or an engine already loaded (the server's); files keep the engine's path
+        self.model = model if isinstance(model, Engine) else (str(model) if model else None)
         self.seed = seed  # seed lock: None draws a new seed per new picture
         # Self-check: edits whose asked-for change the describer does not see are tried again, up to
         # this many attempts in all, each allowed to move further; the best attempt is kept (0: off).
@@ -503,8 +506,12 @@ class Session:
 
     # --- files -------------------------------------------------------------------------------
 
+    @property
+    def model_path(self) -> str | None:
+        return self.model if self.model is None or isinstance(self.model, str) else self.model.info.path
+
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model, "seed": self.seed,
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model_path, "seed": self.seed,
                 "checks": self.checks, "style": self.style, "palette": self.palette, "negative": self.negative,
                 "palette_strength": self.palette_strength,
                 "created": self.created, "current": self.current, "nodes": [asdict(n) for n in self.nodes.values()]}

@@ -1,4 +1,5 @@
-"""Engines: one protocol (generate, edit, describe, vary), implemented by the built-in GAN engine."""
+"""Engines: one protocol (generate, edit, describe, vary). The built-in GAN engine serves our own
+checkpoints; the diffusers engine (the `diffusers` extra) serves diffusion pipelines."""
 
 from __future__ import annotations
 
@@ -12,8 +13,23 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "pixelchat-scenes64.safetensors"
 
 
+ENGINES = ("gan", "diffusers")
+
+
 def resolve_model(model: str | Path | None) -> Path:
     return Path(model).expanduser().resolve() if model else DEFAULT_MODEL
+
+
+def engine_kind(model: str | Path | None, engine: str | None = None) -> str:
+    """Which engine serves ``model``: ``engine`` when given, else "diffusers" for a pipeline folder
+    (one with model_index.json) and "gan" for everything else."""
+    if engine is not None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+        return engine
+    if model and (Path(model).expanduser() / "model_index.json").is_file():
+        return "diffusers"
+    return "gan"
 
 
 @lru_cache(maxsize=4)
@@ -21,8 +37,16 @@ def _load(path: Path, mtime: float) -> Engine:
     return GANEngine(path)
 
 
-def load_engine(model: str | Path | None = None) -> Engine:
-    """The engine for ``model`` (a checkpoint path; None: the shipped default), cached per file version."""
+def load_engine(model: str | Path | Engine | None = None, engine: str | None = None) -> Engine:
+    """The engine for ``model``: a checkpoint path (None: the shipped default), a diffusers pipeline
+    (a folder or a hub id, with ``engine="diffusers"``), or an engine already loaded, returned as is.
+    Loaded engines are cached per file version."""
+    if isinstance(model, Engine):
+        return model
+    if engine_kind(model, engine) == "diffusers":
+        from pixelchat.engines.diffusers import load_diffusers_engine
+
+        return load_diffusers_engine(model)
     path = resolve_model(model)
     from pixelchat.training.checkpoint import checkpoint_files
 
@@ -30,5 +54,5 @@ def load_engine(model: str | Path | None = None) -> Engine:
     return _load(path, weights.stat().st_mtime if weights.exists() else 0.0)
 
 
-__all__ = ["DEFAULT_MODEL", "Engine", "GANEngine", "GenerateRequest", "GeneratedImage", "ModelInfo",
-           "UnsupportedOperation", "load_engine", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "ENGINES", "Engine", "GANEngine", "GenerateRequest", "GeneratedImage", "ModelInfo",
+           "UnsupportedOperation", "engine_kind", "load_engine", "resolve_model"]

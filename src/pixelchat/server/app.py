@@ -82,11 +82,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from pixelchat.engines import load_engine
-
         from pixelchat.safety.provenance import configured_signer
+        from pixelchat.server.handlers import engine_of
 
-        await run_in_threadpool(load_engine, settings.model)  # the first request should not wait for it
+        await run_in_threadpool(engine_of, queue)  # the first request should not wait for it
         await run_in_threadpool(configured_signer)  # bad Content Credentials settings stop the start, not a request
         events.loop = asyncio.get_running_loop()
         queue.start(settings.workers)

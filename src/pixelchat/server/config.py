@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,7 +20,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Database, images and the secret key live here.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir.")
-    model: str | None = Field(None, description="The checkpoint served; default: the shipped model.")
+    model: str | None = Field(None, description="The checkpoint served (or a diffusers pipeline: a folder or a hub id); "
+                                                "default: the shipped model.")
+    engine: Literal["gan", "diffusers"] | None = Field(
+        None, description="The engine serving `model`; default: diffusers for a pipeline folder, else gan.")
     secret_key: str | None = Field(None, description="Signs image URLs; default: generated once into data_dir.")
     url_ttl_s: int = Field(3600, ge=10, description="How long a signed image URL stays valid.")
     public_url: str | None = Field(None, description="Base URL in returned image links; default: the request's.")

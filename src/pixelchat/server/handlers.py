@@ -12,9 +12,10 @@ from pixelchat.server.models import Job, SessionRow
 
 
 def engine_of(queue: JobQueue):
+    """The engine every job of this server runs on (`Settings.model` and `Settings.engine`)."""
     from pixelchat.engines import load_engine
 
-    return load_engine(queue.settings.model)
+    return load_engine(queue.settings.model, queue.settings.engine)
 
 
 def client_errors(fn):
@@ -77,7 +78,7 @@ def upload(queue: JobQueue, job: Job, name: str) -> Image.Image | None:
 
 
 def run(queue: JobQueue, job: Job) -> Made:
-    p, model = job.payload, queue.settings.model
+    p, model = job.payload, engine_of(queue)
     if job.kind in BATCHED:
         return generate_batch(queue, [job])[0]
     if job.kind == "edit":
@@ -119,7 +120,7 @@ def message(queue: JobQueue, job: Job) -> Made:
     if data is None:
         raise APIError(404, "The session was deleted.", param="session_id", code="not_found")
     session = Session.from_json(data)
-    session.model = queue.settings.model
+    session.model = engine_of(queue)
     session.llm = queue.llm
     action = job.payload.get("action", "say")
     if action == "undo":

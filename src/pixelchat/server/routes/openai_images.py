@@ -116,9 +116,9 @@ class ModelList(BaseModel):
 
 
 def served(request: Request):
-    from pixelchat.engines import load_engine
+    from pixelchat.server.handlers import engine_of
 
-    return load_engine(request.app.state.settings.model)
+    return engine_of(request.app.state.jobs)
 
 
 def check_model(request: Request, model: str | None):
