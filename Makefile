@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench install clean browser
+.PHONY: demo test bench install clean browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,14 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: $(STAMP) $(CHROMIUM)
-	PIXELCHAT_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+# The database tests also run on a throwaway PostgreSQL cluster made from Debian's server binaries.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql \
+	  || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
+
+test: $(STAMP) $(CHROMIUM) postgres
+	PIXELCHAT_REQUIRE_BROWSER=1 PIXELCHAT_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_generate.py && ../$(BIN)/python bench_train.py

@@ -138,3 +138,99 @@ def start_serve(env: dict, port: int, log: Path) -> subprocess.Popen:
             time.sleep(0.1)
     proc.kill()
     pytest.fail("the server did not start in time")
+
+
+# --- PostgreSQL: a throwaway cluster on loopback for the database tests ------------------------------
+
+def postgres_bin() -> Path | None:
+    """The folder of the newest PostgreSQL server binaries here (Debian's layout, else the PATH)."""
+    import shutil
+
+    debian = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parent.parent.name.isdigit()]
+    if debian:
+        return max(debian, key=lambda p: int(p.parent.name))
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
+
+
+def as_postgres_user(command: list[str]) -> list[str]:
+    """``command`` as the `postgres` system user when we are root: initdb and postgres refuse root."""
+    import os
+
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def create_database(server_url: str) -> str:
+    """A new empty database on the server at ``server_url``; returns its URL."""
+    import secrets
+
+    from sqlalchemy import create_engine, make_url, text
+
+    name = f"pixelchat_test_{secrets.token_hex(6)}"
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, url: str) -> None:
+    from sqlalchemy import create_engine, make_url, text
+
+    from pixelchat.server.db import get_engine
+
+    get_engine(url).dispose()
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A SQLAlchemy URL of a PostgreSQL server the tests may create databases on: the one named by
+    PIXELCHAT_TEST_DATABASE_URL, else a throwaway cluster (initdb into a temporary folder, served on
+    127.0.0.1 and a free port, stopped and removed at the end). Without PostgreSQL the tests that need
+    it are skipped, or fail when PIXELCHAT_REQUIRE_POSTGRES=1."""
+    import os
+    import shutil
+    import tempfile
+
+    if os.environ.get("PIXELCHAT_TEST_DATABASE_URL"):
+        yield os.environ["PIXELCHAT_TEST_DATABASE_URL"]
+        return
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql, or set PIXELCHAT_TEST_DATABASE_URL)"
+        if os.environ.get("PIXELCHAT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PIXELCHAT_REQUIRE_POSTGRES=1 but {message}")
+        pytest.skip(message)
+    root = Path(tempfile.mkdtemp(prefix="pixelchat-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, port = root / "data", free_port()
+    run = lambda *args: subprocess.run(as_postgres_user([str(bin_dir / args[0]), *args[1:]]),  # noqa: E731
+                                       check=True, capture_output=True, text=True)
+    try:
+        run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale", "C", "--no-sync")
+        run("pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "start", "-o",
+            f"-h 127.0.0.1 -p {port} -k {root} -F -c max_connections=200")
+    except subprocess.CalledProcessError as e:
+        log = root / "server.log"
+        detail = (e.stderr or e.stdout) + (log.read_text() if log.exists() else "")
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL from {bin_dir}: {detail}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh empty PostgreSQL database for one test, dropped after it."""
+    url = create_database(postgres_server)
+    yield url
+    drop_database(postgres_server, url)

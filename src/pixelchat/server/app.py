@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     settings = settings or Settings()
     if run_migrations:
         migrate(settings.database)
-    sessions, store, events = session_factory(settings.database), ImageStore(settings.images_dir), Broker()
+    store = ImageStore(settings.store_url or settings.images_dir)
+    sessions, events = session_factory(settings.database), Broker()
     queue = JobQueue(settings, sessions, store, events)
     moderation = settings.moderation()
     queue.checkers = load_checkers(moderation.output_checkers)  # a bad name or missing extra stops the start

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     batch_images: int = Field(32, ge=1, le=64, description="Dynamic batching: most images drawn in one engine call.")
     batch_wait_ms: float = Field(4.0, ge=0, le=1000,
                                  description="Dynamic batching: how long a batch waits for more compatible requests.")
+    job_lease_s: float = Field(30.0, gt=0, le=3600,
+                               description="A server process's claim on its jobs lasts this long unless renewed (every "
+                                           "third of it); the jobs of a process that died pass to another after it.")
     rate_limit_per_minute: int = Field(600, ge=0, description="Requests per minute per API key or login (0: no limit).")
     rate_limit_burst: int = Field(120, ge=1, description="Requests a key may make at once before the rate applies.")
     login_ttl_s: int = Field(14 * 24 * 3600, ge=60, description="How long a browser stays signed in.")
@@ -43,6 +46,22 @@ class Settings(BaseSettings):
     log_prompts: bool = Field(False, description="Put the prompt's text in the moderation decision log.")
     output_checkers: str = Field("", description="Checkers run on every picture before it is returned or stored, "
                                                  "comma-separated (blank, prompt, nudenet).")
+    store_url: str | None = Field(None, description="Where pictures are kept: a folder or an fsspec URL "
+                                                    "(s3://bucket/prefix needs the s3 extra); default: data_dir/images.")
+    backend: Literal["local", "ray"] = Field("local", description="Where the engine runs: in this process, or as "
+                                                                  "Ray Serve deployments (the ray extra).")
+    ray_address: str | None = Field(None, description="The Ray cluster to join; default: RAY_ADDRESS, else a local one.")
+    ray_app: str = Field("pixelchat", description="The Serve application holding the engine deployments.")
+    ray_min_replicas: int = Field(1, ge=0, description="Autoscaling: fewest replicas of each deployment.")
+    ray_max_replicas: int = Field(4, ge=1, description="Autoscaling: most replicas of each deployment.")
+    ray_target_ongoing_requests: float = Field(2.0, gt=0, description="Autoscaling: requests per replica aimed at.")
+    ray_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved by each replica.")
+    ray_num_gpus: float = Field(0.0, ge=0, description="GPUs reserved by each replica.")
+    ray_max_batch_size: int = Field(32, ge=1, le=64, description="Most images a generation replica draws in one call.")
+    ray_batch_wait_timeout_s: float = Field(0.01, ge=0, le=600,
+                                            description="How long a generation replica waits to fill a batch.")
+    ray_retries: int = Field(2, ge=0, le=10, description="Times a call is sent again when its replica died.")
+    ray_timeout_s: float = Field(600.0, gt=0, description="Longest wait for one call to a replica.")
 
     def moderation(self):
         """The moderation settings these make (`pixelchat.safety.moderation.ModerationSettings`)."""

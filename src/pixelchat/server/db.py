@@ -33,7 +33,9 @@ def get_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # a server process's threads (requests, workers, the lease keeper) each may hold a connection at once;
+    # a few stay open, the rest close after a burst so several processes fit under max_connections
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=56)
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

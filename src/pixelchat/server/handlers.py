@@ -12,7 +12,12 @@ from pixelchat.server.models import Job, SessionRow
 
 
 def engine_of(queue: JobQueue):
-    """The engine every job of this server runs on (`Settings.model` and `Settings.engine`)."""
+    """The engine every job of this server runs on (`Settings.model` and `Settings.engine`): loaded in this
+    process, or with `Settings.backend` "ray", the Ray Serve deployments serving it."""
+    if queue.settings.backend == "ray":
+        from pixelchat.server.ray_backend import ray_engine
+
+        return ray_engine(queue.settings)
     from pixelchat.engines import load_engine
 
     return load_engine(queue.settings.model, queue.settings.engine)

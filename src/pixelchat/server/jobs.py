@@ -5,6 +5,12 @@ or restart re-runs what was interrupted and nothing is done twice.
 One worker thread owns the engine. Generation requests waiting together are drawn in one forward
 pass (dynamic batching: up to ``batch_images`` images, waiting at most ``batch_wait_ms`` for more).
 The queue is bounded: when ``queue_size`` jobs wait, a new one is refused at once (503).
+
+Several server processes may share one database. Each queue runs the jobs submitted to it: a job's
+row names its ``owner`` (the queue) and a lease the owner renews every third of ``job_lease_s``. A
+job is marked running only by an atomic update that checks it is still queued for this queue, and
+finished only by one that checks it is still this queue's. A queue takes over the unfinished jobs of
+a process that stopped (it released them), died (its lease ran out), or is gone from this machine.
 """
 
 from __future__ import annotations
@@ -14,18 +20,20 @@ import hashlib
 import io
 import json
 import logging
+import os
 import secrets
 import threading
 import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from PIL import Image
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from pixelchat.server.errors import APIError
 from pixelchat.server.models import ImageRow, Job, SessionRow
@@ -35,10 +43,45 @@ FINAL = ("succeeded", "failed")
 MAX_ATTEMPTS = 3  # a job interrupted this often (by crashes) is failed instead of run again
 BATCHED = ("generate", "preview")  # kinds drawn together in one forward pass
 EPHEMERAL = ("preview",)  # kinds whose pictures go back to the caller only: not stored, the job row dropped
+POLL_S = 1.0  # how often a waiter looks in the database for a job this queue does not hold
+RETRY_S = 0.5  # how soon a conversation turn is tried again while the session's previous turn runs elsewhere
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def this_machine() -> str | None:
+    """This boot of this machine and its process namespace (Linux), or None: within it, a job's owner
+    that no longer runs can be told at once from one that is alive."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:12]
+
+
+MACHINE = this_machine()
+LIVE: set[str] = set()  # the owners of this process's started queues
+
+
+def owner_gone(owner: str) -> bool:
+    """Whether the queue ``owner`` names surely runs no more: its process on this machine has exited,
+    or it is this process's and not started. Elsewhere only its lease can tell."""
+    machine, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if MACHINE is None or machine != MACHINE or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return owner not in LIVE
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another user
+        return False
+    return False
 
 
 def request_hash(route: str, fields: dict) -> str:
@@ -95,6 +138,10 @@ class JobQueue:
         self.running: set[str] = set()  # taken by a worker and not yet resolved
         self.batches: list[int] = []  # images per engine call, most recent last (bounded)
         self._ephemeral: dict[str, Outcome] = {}  # finished previews nobody waited for yet
+        self.owner = f"{MACHINE or '-'}:{os.getpid()}:{secrets.token_hex(4)}"  # this queue, in the jobs it holds
+        self.lease = timedelta(seconds=settings.job_lease_s)
+        self._later: dict[str, float] = {}  # sessions whose turn runs in another process → when to try again
+        self._halt = threading.Event()  # stops the lease keeper
 
     @contextmanager
     def writing(self):
@@ -109,36 +156,69 @@ class JobQueue:
         from pixelchat.conversation.llm import rewriter_from_env
 
         self.llm = rewriter_from_env()  # PIXELCHAT_LLM_URL etc.: conversations read changes with it
-        self.recover()
+        LIVE.add(self.owner)
         self._stopping = False
+        self.recover()
+        self._halt.clear()
+        keeper = threading.Thread(target=self._keep_leases, name="pixelchat-leases", daemon=True)
+        keeper.start()
+        self._threads.append(keeper)
         for i in range(workers):
             t = threading.Thread(target=self._work, name=f"pixelchat-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Finish the jobs being run and stop; queued jobs stay queued in the database for the next start."""
+        """Finish the jobs being run and stop; queued jobs stay queued in the database for the next start
+        (here or in another process)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        keepers = [t for t in self._threads if t.name == "pixelchat-leases"]
         for t in self._threads:
+            if t not in keepers:
+                t.join(timeout)
+        self._halt.set()  # the leases were renewed while the running jobs finished
+        for t in keepers:
             t.join(timeout)
         self._threads = []
+        with self.writing() as db:  # released: any queue may take them at once
+            db.execute(update(Job).where(Job.owner == self.owner, Job.status == "queued")
+                       .values(owner=None, lease_until=None))
+            db.commit()
+        LIVE.discard(self.owner)
 
     def recover(self) -> int:
-        """Queue again what a previous process left queued or running (oldest first)."""
+        """Take on the unfinished jobs no live queue holds (released, their lease run out, or their process
+        gone from this machine), oldest first; returns how many."""
+        now = utcnow()
+        with self.sessions() as db:
+            held = db.execute(select(Job.owner).distinct().where(
+                Job.status.not_in(FINAL), Job.owner != self.owner, Job.lease_until >= now)).scalars().all()
+        gone = [owner for owner in held if owner_gone(owner)]
+        orphaned = or_(Job.owner.is_(None), Job.lease_until.is_(None), Job.lease_until < now, Job.owner.in_(gone))
         with self.writing() as db:
-            with self._cond:
-                ours = list(self._kinds)  # queued by this process: someone waits for them
-            # a previous process's previews: nobody waits for them any more
-            db.execute(delete(Job).where(Job.kind.in_(EPHEMERAL), Job.status.not_in(FINAL), Job.id.not_in(ours)))
-            db.execute(update(Job).where(Job.status == "running").values(status="queued"))
-            for job in db.scalars(select(Job).where(Job.status == "queued", Job.attempts >= MAX_ATTEMPTS)):
-                job.status, job.finished = "failed", utcnow()
-                job.error = {"status": 500, "message": f"the job was interrupted {job.attempts} times; not retried",
-                             "code": "interrupted", "param": None}
+            # PostgreSQL: rows another queue is taking on right now are left to it, with no waiting
+            candidates = db.scalars(select(Job.id).where(
+                Job.status.not_in(FINAL), or_(Job.owner.is_(None), Job.owner != self.owner), orphaned)
+                .order_by(Job.id).with_for_update(skip_locked=True)).all()
+            if not candidates:
+                return 0
+            # a lost process's previews: nobody waits for them any more
+            db.execute(delete(Job).where(Job.id.in_(candidates), Job.kind.in_(EPHEMERAL), orphaned)
+                       .execution_options(synchronize_session=False))
+            # each row changes owner only if it is still orphaned, so two queues cannot both take it
+            db.execute(update(Job).where(Job.id.in_(candidates), Job.status.not_in(FINAL), orphaned)
+                       .values(owner=self.owner, lease_until=now + self.lease, status="queued")
+                       .execution_options(synchronize_session=False))
+            taken = Job.id.in_(candidates), Job.owner == self.owner, Job.status == "queued"
+            db.execute(update(Job).where(*taken, Job.attempts >= MAX_ATTEMPTS)
+                       .values(status="failed", finished=now, lease_until=None, error={
+                           "status": 500, "message": f"the job was interrupted {MAX_ATTEMPTS} times; not retried",
+                           "code": "interrupted", "param": None})
+                       .execution_options(synchronize_session=False))
             db.commit()
-            rows = db.execute(select(Job.id, Job.kind, Job.payload, Job.session_id).where(Job.status == "queued")
+            rows = db.execute(select(Job.id, Job.kind, Job.payload, Job.session_id).where(*taken)
                               .order_by(Job.created)).all()
         with self._cond:
             for job_id, kind, payload, session_id in rows:
@@ -147,8 +227,21 @@ class JobQueue:
                     self._kinds[job_id] = (kind, int(payload.get("n", 1)), session_id)
             self._cond.notify_all()
         if rows:
-            log.info("re-queued %d interrupted jobs", len(rows))
+            log.info("took on %d unfinished jobs", len(rows))
         return len(rows)
+
+    def _keep_leases(self) -> None:
+        """Every third of the lease: renew this queue's claims, and take on jobs whose owner is lost."""
+        while not self._halt.wait(self.lease.total_seconds() / 3):
+            try:
+                with self.writing() as db:
+                    db.execute(update(Job).where(Job.owner == self.owner, Job.status.not_in(FINAL))
+                               .values(lease_until=utcnow() + self.lease))
+                    db.commit()
+                if not self._stopping:
+                    self.recover()
+            except Exception:  # the database may be away for a moment; the next round tries again
+                log.exception("renewing the job leases failed")
 
     # --- submitting and waiting ------------------------------------------------------------------
 
@@ -187,7 +280,7 @@ class JobQueue:
                     payload = {**payload, name: True}
             job = Job(id=job_id, user_id=user_id, kind=kind, status="queued", payload=payload, progress=0.0,
                       attempts=0, idempotency_key=idempotency_key, request_hash=fingerprint, session_id=session_id,
-                      created=utcnow())
+                      created=utcnow(), owner=self.owner, lease_until=utcnow() + self.lease)
             with self.writing() as db:
                 db.add(job)
                 db.commit()
@@ -220,24 +313,28 @@ class JobQueue:
         return self.uploads / f"{job_id}-{name}.png"
 
     async def wait(self, job_id: str) -> Outcome:
-        """The finished job (waits while it is queued or running)."""
+        """The finished job (waits while it is queued or running, here or in another process)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._cond:
             if job_id in self._ephemeral:  # finished before anyone waited; its row is gone
                 return self._ephemeral.pop(job_id)
             self._waiters.setdefault(job_id, []).append((loop, future))
-            in_hand = job_id in self._kinds or job_id in self.running  # its worker will resolve the future
-        job = None if in_hand else await asyncio.to_thread(self.load, job_id)
-        if not in_hand and job is None:
-            self._drop_waiter(job_id, future)
-            return Outcome(job_id, "failed", {}, {"status": 404, "message": "No such job.", "code": "not_found",
-                                                  "param": None})
-        if job is not None and job.status in FINAL:
-            self._drop_waiter(job_id, future)
-            return await asyncio.to_thread(self.outcome_of, job)
         try:
-            return await future
+            while True:
+                with self._cond:
+                    in_hand = job_id in self._kinds or job_id in self.running  # its worker will resolve the future
+                if not in_hand:  # another process holds it, or it is finished or gone: the database says
+                    job = await asyncio.to_thread(self.load, job_id)
+                    if job is None:
+                        return Outcome(job_id, "failed", {}, {"status": 404, "message": "No such job.",
+                                                              "code": "not_found", "param": None})
+                    if job.status in FINAL:
+                        return await asyncio.to_thread(self.outcome_of, job)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), POLL_S)
+                except asyncio.TimeoutError:
+                    pass
         finally:
             self._drop_waiter(job_id, future)
 
@@ -289,6 +386,7 @@ class JobQueue:
                 return None
             self._pending.remove(first)
             kind, images, session_id = self._kinds.pop(first)
+            self._later.pop(session_id, None)
             self.running.add(first)  # in hand from here until its waiters are answered
             batch = [first]
             if session_id is not None:
@@ -314,9 +412,10 @@ class JobQueue:
 
     def _next(self) -> str | None:
         """The oldest pending job that may run now (a session runs one turn at a time)."""
+        now = time.monotonic()
         for job_id in self._pending:
             session_id = self._kinds[job_id][2]
-            if session_id is None or session_id not in self._busy:
+            if session_id is None or (session_id not in self._busy and self._later.get(session_id, 0) <= now):
                 return job_id
         return None
 
@@ -340,22 +439,7 @@ class JobQueue:
                     self._cond.notify_all()
 
     def _run(self, batch: list[str]) -> None:
-        jobs, done = [], []
-        with self.writing() as db:
-            for job_id in batch:
-                job = db.get(Job, job_id)
-                if job is None:  # deleted while it waited: its waiters hear so
-                    self._resolve(job_id, Outcome(job_id, "failed", {}, {
-                        "status": 404, "message": "The job was deleted.", "code": "not_found", "param": None}))
-                    continue
-                if job.status in FINAL:  # finished already: its waiters get that
-                    done.append(job)
-                    continue
-                job.status, job.started, job.attempts = "running", utcnow(), job.attempts + 1
-                jobs.append(job)
-            db.commit()
-            for job in jobs + done:
-                db.expunge(job)
+        jobs, done = self._claim(batch)
         for job in done:
             self._resolve(job.id, self.outcome_of(job))
         for job in jobs:
@@ -366,6 +450,41 @@ class JobQueue:
                 self._fail(job.id, {"status": made.status, "message": made.message, "param": made.param,
                                     "code": made.code})
         self._finish([(job, made) for job, made in zip(jobs, results) if not isinstance(made, APIError)])
+
+    def _claim(self, batch: list[str]) -> tuple[list[Job], list[Job]]:
+        """Mark the batch's jobs running, in one update that takes only those still queued for this queue
+        and not in a session whose previous turn runs (anywhere); returns them and the finished ones."""
+        now, other = utcnow(), aliased(Job)
+        turn_running = exists().where(other.session_id == Job.session_id, other.status == "running", other.id != Job.id)
+        with self.writing() as db:
+            # PostgreSQL: the session's row lock orders two processes' claims on it (SQLite has one writer)
+            db.execute(select(SessionRow.id).where(SessionRow.id.in_(
+                select(Job.session_id).where(Job.id.in_(batch)))).with_for_update())
+            db.execute(update(Job).where(Job.id.in_(batch), Job.status == "queued", Job.owner == self.owner,
+                                         or_(Job.session_id.is_(None), ~turn_running))
+                       .values(status="running", started=now, attempts=Job.attempts + 1, lease_until=now + self.lease)
+                       .execution_options(synchronize_session=False))
+            rows = {job.id: job for job in db.scalars(select(Job).where(Job.id.in_(batch)))}
+            db.commit()
+            db.expunge_all()
+        jobs, done = [], []
+        for job_id in batch:
+            job = rows.get(job_id)
+            if job is None:  # deleted while it waited: its waiters hear so
+                self._resolve(job_id, Outcome(job_id, "failed", {}, {
+                    "status": 404, "message": "The job was deleted.", "code": "not_found", "param": None}))
+            elif job.status in FINAL:  # finished already: its waiters get that
+                done.append(job)
+            elif job.owner != self.owner:
+                pass  # another process took it over: waiters here read its outcome from the database
+            elif job.status == "queued":  # the session's previous turn runs in another process
+                with self._cond:
+                    self._pending.appendleft(job_id)
+                    self._kinds[job_id] = (job.kind, int(job.payload.get("n", 1)), job.session_id)
+                    self._later[job.session_id] = time.monotonic() + RETRY_S
+            else:
+                jobs.append(job)
+        return jobs, done
 
     def _handle(self, jobs: list[Job]) -> list[Made | APIError]:
         return [self._checked(made) for made in self._made(jobs)]
@@ -413,16 +532,20 @@ class JobQueue:
             files.append((pngs, [] if job.kind in EPHEMERAL else [self.store.put(png) for png in pngs]))
         with self.writing() as db:
             for (job, made), (pngs, shas) in zip(done, files):
-                row = db.get(Job, job.id)
-                if row is None or row.status in FINAL:  # deleted meanwhile, or already done
-                    continue
-                if row.kind in EPHEMERAL:
-                    db.delete(row)
-                    row.status, row.progress, row.result = "succeeded", 1.0, dict(made.result)
-                    finished.append((row, Outcome(job.id, "succeeded", row.result, None, [], pngs, made.images,
-                                                  made.records)))
+                ours = Job.id == job.id, Job.owner == self.owner, Job.status == "running"
+                if job.kind in EPHEMERAL:
+                    if db.execute(delete(Job).where(*ours).execution_options(synchronize_session=False)).rowcount:
+                        job.status, job.progress, job.result = "succeeded", 1.0, dict(made.result)
+                        finished.append((job, Outcome(job.id, "succeeded", job.result, None, [], pngs, made.images,
+                                                      made.records)))
                     continue
                 ids = [secrets.token_hex(16) for _ in pngs]
+                result = {**made.result, "images": ids}
+                # finished only while still this queue's: one whose lease ran out is another's now
+                if not db.execute(update(Job).where(*ours).values(
+                        status="succeeded", progress=1.0, finished=utcnow(), lease_until=None, result=result)
+                        .execution_options(synchronize_session=False)).rowcount:
+                    continue
                 for image_id, sha, record in zip(ids, shas, made.records):
                     model = record.get("model", {}).get("id") if isinstance(record.get("model"), dict) else None
                     db.add(ImageRow(id=image_id, user_id=job.user_id, sha256=sha,
@@ -432,14 +555,10 @@ class JobQueue:
                     session = db.get(SessionRow, job.session_id)
                     if session is not None:
                         session.data, session.updated = made.session_data, utcnow()
-                row.status, row.progress, row.finished = "succeeded", 1.0, utcnow()
-                row.result = {**made.result, "images": ids}
-                finished.append((row, Outcome(job.id, "succeeded", row.result, None, ids, pngs, made.images,
+                job.status, job.progress, job.result = "succeeded", 1.0, result
+                finished.append((job, Outcome(job.id, "succeeded", result, None, ids, pngs, made.images,
                                               made.records)))
             db.commit()
-            for row, _ in finished:
-                if row in db:  # (an ephemeral job's row was deleted: it is detached already)
-                    db.expunge(row)
         for row, outcome in finished:
             self._cleanup(outcome.job_id)
             self.publish(row)
@@ -449,18 +568,19 @@ class JobQueue:
 
     def _fail(self, job_id: str, error: dict) -> None:
         with self.writing() as db:
-            row = db.get(Job, job_id)
-            if row is None:
+            ours = Job.id == job_id, Job.owner == self.owner, Job.status.not_in(FINAL)
+            row = db.scalar(select(Job).where(*ours))
+            if row is None:  # deleted, finished, or another process's now: waiters read the database
                 return
-            row.status, row.error, row.finished = "failed", error, utcnow()
-            ephemeral = row.kind in EPHEMERAL
-            if ephemeral:
-                db.delete(row)
-                db.commit()
-            else:
-                db.commit()
-                db.refresh(row)
-                db.expunge(row)
+            ephemeral, now = row.kind in EPHEMERAL, utcnow()
+            change = delete(Job) if ephemeral else update(Job).values(status="failed", error=error, finished=now,
+                                                                      lease_until=None)
+            changed = db.execute(change.where(*ours).execution_options(synchronize_session=False)).rowcount
+            db.commit()
+            db.expunge(row)
+        if not changed:
+            return
+        row.status, row.error, row.finished, row.lease_until = "failed", error, now, None
         self._cleanup(job_id)
         self.publish(row, error=error)
         self._resolve(job_id, Outcome(job_id, "failed", {}, error), ephemeral=ephemeral)

@@ -114,7 +114,9 @@ JOB_STATES = ("queued", "running", "succeeded", "failed")
 
 
 class Job(Base):
-    """Work the queue does: persisted before it starts, so a restart re-runs whatever was interrupted."""
+    """Work the queue does: persisted before it starts, so a restart re-runs whatever was interrupted.
+    ``owner`` is the queue (server process) holding an unfinished job; its claim lapses at ``lease_until``
+    unless the owner renews it, and then another process takes the job over."""
 
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("user_id", "idempotency_key", name="uq_jobs_user_idempotency_key"),)
@@ -134,6 +136,8 @@ class Job(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)  # kept when finished: who ran it
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Rating(Base):
