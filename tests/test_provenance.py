@@ -113,3 +113,12 @@ def test_unreadable_and_hostile_input(tmp_path):
     Image.new("RGB", (8, 8)).save(buf, "PNG", pnginfo=info)
     p = read_provenance(buf.getvalue())
     assert p.record is None and p.digital_source_type is None and len(p.problems) == 2
+
+
+def test_a1111_line_names_the_steps_sampler_and_guidance_of_a_diffusion_record():
+    gan = a1111_parameters({"prompt": "a lake", "seed": 3, "size": [64, 64], "model": {"id": "m"}})
+    assert gan.splitlines()[1].startswith("Steps: 1, Sampler: GAN, Seed: 3, Size: 64x64")
+    diffusion = a1111_parameters({"prompt": "a lake", "negative_prompt": "fog", "seed": 3, "size": [512, 512],
+                                  "steps": 25, "scheduler": "DDIMScheduler", "guidance": 7.5})
+    assert diffusion.splitlines()[1] == "Negative prompt: fog"
+    assert diffusion.splitlines()[2].startswith("Steps: 25, Sampler: DDIMScheduler, CFG scale: 7.5, Seed: 3, Size: 512x512")

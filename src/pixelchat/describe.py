@@ -18,7 +18,8 @@ def as_image(image: Image.Image | str | os.PathLike) -> Image.Image:
     return load_image(image)
 
 
-def describe(image: Image.Image | str | os.PathLike, *, model: str | Path | None = None):
+def describe(image: Image.Image | str | os.PathLike, *, model: str | Path | None = None, engine: str | None = None):
     """A `pixelchat.vision.Description` of ``image``: caption, attributes with confidences, and a
-    prompt that redraws a similar picture with ``model`` (default: the shipped one)."""
-    return load_engine(model).describe(as_image(image))
+    prompt that redraws a similar picture with ``model`` (default: the shipped one) served by
+    ``engine`` ("gan" or "diffusers"; default: inferred from ``model``)."""
+    return load_engine(model, engine).describe(as_image(image))

@@ -49,31 +49,42 @@ def load_mask(mask, image: Image.Image):
     return mask_array(mask, image.size)
 
 
-def edit(image: Image.Image | str | os.PathLike, instruction_or_prompt: str, *, mask=None, strength: float = 0.35,
-         n: int = 1, seed: int | None = None, model: str | Path | None = None, wording: str = "full",
-         revision: Revision | None = None, **options) -> EditResult:
+def edit(image: Image.Image | str | os.PathLike, instruction_or_prompt: str, *, mask=None,
+         strength: float | None = None, n: int = 1, seed: int | None = None, model: str | Path | None = None,
+         engine: str | None = None, wording: str = "full", revision: Revision | None = None,
+         **options) -> EditResult:
     """Change ``image`` as ``instruction_or_prompt`` says and keep the rest.
 
     mask: a path or picture the size of ``image``; white (or transparent) where it may change.
-    strength: how far the redraw may move from the picture (0–1). wording: "full" (the revised
-    prompt names everything the picture shows) or "minimal" (for pictures with a record: only what
-    their prompt named, plus the changes). revision: the text path's result when the caller has
-    already read the instruction (a conversation does); then the picture is not described here. Each result's record holds the revised prompt and its
-    new latent, so it can be edited again."""
+    strength: how far the redraw may move from the picture (0–1; default: the engine's, 0.35 for the
+    GAN). engine: "gan" or "diffusers" (default: inferred from ``model``); a pipeline that edits by
+    instruction (InstructPix2Pix) is handed ``instruction_or_prompt`` as it is. wording: "full" (the
+    revised prompt names everything the picture shows) or "minimal" (for pictures with a record:
+    only what their prompt named, plus the changes). revision: the text path's result when the
+    caller has already read the instruction (a conversation does); then the picture is not
+    described here. Each result's record holds the revised prompt and its new latent, so it can be
+    edited again."""
     if wording not in ("full", "minimal"):
         raise ValueError(f"wording must be 'full' or 'minimal', got {wording!r}")
-    engine = load_engine(model)
+    served = load_engine(model, engine)
     picture = as_image(image)
     m = load_mask(mask, picture)
-    if revision is None:
-        revision = revise(engine.describe(picture).attributes, instruction_or_prompt)
-    record = read_record(picture)
-    if wording == "minimal" and record and looks_like_instruction(instruction_or_prompt):
-        names = set(read_attributes(record.get("prompt", ""))) | set(revision.changes)
-        revision.prompt = scene_prompt({k: v for k, v in revision.attributes.items() if k in names},
-                                       revision.free_text)
-    images = engine.edit(picture, revision.prompt, mask=m, strength=strength, n=n, seed=seed,
-                         target=revision.attributes, **options)
+    if strength is not None:
+        options["strength"] = strength
+    if getattr(served, "instruction_edits", False):  # the pipeline reads the instruction itself
+        instruction = instruction_or_prompt.strip()
+        revision = revision or Revision({}, {}, prompt=instruction)
+        images = served.edit(picture, instruction, mask=m, n=n, seed=seed, target=revision.attributes, **options)
+    else:
+        if revision is None:
+            revision = revise(served.describe(picture).attributes, instruction_or_prompt)
+        record = read_record(picture)
+        if wording == "minimal" and record and looks_like_instruction(instruction_or_prompt):
+            names = set(read_attributes(record.get("prompt", ""))) | set(revision.changes)
+            revision.prompt = scene_prompt({k: v for k, v in revision.attributes.items() if k in names},
+                                           revision.free_text)
+        images = served.edit(picture, revision.prompt, mask=m, n=n, seed=seed, target=revision.attributes,
+                             **options)
     for r in images:
         r.record["edit"]["instruction"] = instruction_or_prompt
         r.image.info["pixelchat"] = r.record
@@ -82,9 +93,10 @@ def edit(image: Image.Image | str | os.PathLike, instruction_or_prompt: str, *, 
 
 
 def vary(image: Image.Image | str | os.PathLike, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
-         model: str | Path | None = None, **options) -> list[GeneratedImage]:
-    """``n`` variations of ``image`` that keep what it shows; ``strength`` (0–1) is how different."""
-    results = load_engine(model).vary(as_image(image), strength=strength, n=n, seed=seed, **options)
+         model: str | Path | None = None, engine: str | None = None, **options) -> list[GeneratedImage]:
+    """``n`` variations of ``image`` that keep what it shows; ``strength`` (0–1) is how different.
+    engine: "gan" or "diffusers" (default: inferred from ``model``)."""
+    results = load_engine(model, engine).vary(as_image(image), strength=strength, n=n, seed=seed, **options)
     for r in results:
         r.image.info["pixelchat"] = r.record
     return results

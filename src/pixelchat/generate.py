@@ -12,11 +12,12 @@ from pixelchat.imagefiles import save_png
 
 def generate(prompt: str, n: int = 1, seed: int | None = None, *, model: str | Path | None = None,
              truncation: float | None = None, size: int | None = None,
-             negative_prompt: str | None = None) -> list[Image.Image]:
+             negative_prompt: str | None = None, engine: str | None = None) -> list[Image.Image]:
     """``n`` images for ``prompt``. Image i uses seed ``seed + i``: the same prompt, seed and model
-    give identical pixels. Each image's ``info["pixelchat"]`` holds its generation record."""
+    give identical pixels. Each image's ``info["pixelchat"]`` holds its generation record.
+    engine: "gan" or "diffusers" (default: inferred from ``model``, see `pixelchat.engines.engine_kind`)."""
     results = generate_records(prompt, n, seed, model=model, truncation=truncation, size=size,
-                               negative_prompt=negative_prompt)
+                               negative_prompt=negative_prompt, engine=engine)
     for r in results:
         r.image.info["pixelchat"] = r.record
     return [r.image for r in results]
@@ -24,12 +25,11 @@ def generate(prompt: str, n: int = 1, seed: int | None = None, *, model: str | P
 
 def generate_records(prompt: str, n: int = 1, seed: int | None = None, *, model: str | Path | None = None,
                      truncation: float | None = None, size: int | None = None,
-                     negative_prompt: str | None = None) -> list[GeneratedImage]:
+                     negative_prompt: str | None = None, engine: str | None = None) -> list[GeneratedImage]:
     """As `generate`, returning each image with its seed and full record."""
-    engine = load_engine(model)
     request = GenerateRequest(prompt=prompt, n=n, seed=seed, truncation=truncation, size=size,
                               negative_prompt=negative_prompt)
-    return engine.generate(request)
+    return load_engine(model, engine).generate(request)
 
 
 def save_generated(results: list[GeneratedImage], out_dir: str | Path, stem: str = "image") -> list[Path]:

@@ -21,7 +21,9 @@ def a1111_parameters(record: dict) -> str:
         lines.append(f"Negative prompt: {record['negative_prompt']}")
     size = record.get("size") or [0, 0]
     model = record.get("model", {})
-    fields = {"Steps": 1, "Sampler": "GAN", "Seed": record.get("seed"), "Size": f"{size[0]}x{size[1]}",
+    # a GAN draws in one step; a diffusion record names its steps, scheduler and guidance
+    fields = {"Steps": record.get("steps", 1), "Sampler": record.get("scheduler") or "GAN",
+              "CFG scale": record.get("guidance"), "Seed": record.get("seed"), "Size": f"{size[0]}x{size[1]}",
               "Model hash": (model.get("sha256") or "")[:10], "Model": model.get("id"),
               "Version": f"pixelchat {record.get('pixelchat_version', '')}".strip()}
     if record.get("truncation") is not None:
