@@ -38,7 +38,7 @@ postgres:
 	  || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
 
 test: $(STAMP) $(CHROMIUM) postgres
-	PIXELCHAT_REQUIRE_BROWSER=1 PIXELCHAT_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
+	PIXELCHAT_REQUIRE_BROWSER=1 PIXELCHAT_REQUIRE_POSTGRES=1 PIXELCHAT_REQUIRE_RAY=1 $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_generate.py && ../$(BIN)/python bench_train.py
@@ -47,6 +47,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_nearest.py && ../$(BIN)/python bench_chat.py --dialogues 60 --seed 0
 	cd benchmarks && ../$(BIN)/python bench_server.py --seconds 10 --burst 500
 	cd benchmarks && ../$(BIN)/python bench_moderation.py && ../$(BIN)/python bench_watermark.py --n 100 --clean 300
+	cd benchmarks && ../$(BIN)/python bench_database.py && ../$(BIN)/python bench_ddp.py && ../$(BIN)/python bench_diffusers.py
 
 clean:
 	rm -rf out .pytest_cache test-artifacts
