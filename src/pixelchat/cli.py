@@ -7,7 +7,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
@@ -73,9 +73,12 @@ def generate(
     n: int = typer.Option(1, "--n", help="How many images (1-64)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the first image; image i uses seed + i."),
     out: Path = typer.Option(Path("out"), "--out", help="Folder for the PNG files."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint; default: the shipped model."),
+    model: Optional[str] = typer.Option(None, "--model", help="A checkpoint, a diffusers pipeline folder or hub id; "
+                                        "default: the shipped model."),
+    engine: Optional[Literal["gan", "diffusers"]] = typer.Option(
+        None, "--engine", help="The engine serving --model; default: diffusers for a pipeline folder, else gan."),
     truncation: Optional[float] = typer.Option(None, "--truncation", help="Truncate z to [-T, T]: less variety, more typical images."),
-    size: Optional[int] = typer.Option(None, "--size", help="Image side; must match the model."),
+    size: Optional[int] = typer.Option(None, "--size", help="Image side; the GAN's must match the model, a pipeline's a multiple of 8."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of paths."),
 ):
     """Draw images for a text prompt."""
@@ -84,7 +87,7 @@ def generate(
     with user_errors():
         moderate(prompt)
         writable_dir(out)
-        results = generate_records(prompt, n, seed, model=model, truncation=truncation, size=size)
+        results = generate_records(prompt, n, seed, model=model, truncation=truncation, size=size, engine=engine)
         check_outputs((r.image, r.record) for r in results)
         paths = save_generated(results, out)
     if as_json:
@@ -99,14 +102,16 @@ def generate(
 @app.command()
 def describe(
     image: Path = typer.Argument(..., help="A picture (PNG, JPEG, WebP; any size)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="The model whose prompt wording to use; default: the shipped one."),
+    model: Optional[str] = typer.Option(None, "--model", help="The model whose prompt wording to use; default: the shipped one."),
+    engine: Optional[Literal["gan", "diffusers"]] = typer.Option(
+        None, "--engine", help="The engine serving --model; default: diffusers for a pipeline folder, else gan."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Say what a picture shows: a caption, the attributes with confidences, and a prompt to redraw it."""
     from pixelchat.describe import describe as describe_fn
 
     with user_errors():
-        d = describe_fn(image, model=model)
+        d = describe_fn(image, model=model, engine=engine)
     if as_json:
         typer.echo(json.dumps({"image": str(image), **d.to_dict()}))
         return
@@ -120,11 +125,15 @@ def edit(
     image: Path = typer.Argument(..., help="The picture to change (ours keep their latent; others are inverted)."),
     instruction: str = typer.Argument(..., help="What to change ('make the clouds pink') or a new prompt."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Same size as IMAGE: white (or transparent) where it may change."),
-    strength: float = typer.Option(0.35, "--strength", help="How far the redraw may move from the picture (0-1)."),
+    strength: Optional[float] = typer.Option(None, "--strength", help="How far the redraw may move from the picture "
+                                             "(0-1); default: 0.35 for the GAN, 0.6 for a pipeline (1 inpainting)."),
     n: int = typer.Option(1, "--n", help="How many results (1-64)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the candidates drawn around the picture."),
     out: Path = typer.Option(Path("out"), "--out", help="Folder for the PNG files."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint; default: the shipped model."),
+    model: Optional[str] = typer.Option(None, "--model", help="A checkpoint, a diffusers pipeline folder or hub id; "
+                                        "default: the shipped model."),
+    engine: Optional[Literal["gan", "diffusers"]] = typer.Option(
+        None, "--engine", help="The engine serving --model; default: diffusers for a pipeline folder, else gan."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Edit a picture by instruction; prints the revised prompt and writes the result."""
@@ -134,7 +143,7 @@ def edit(
     with user_errors():
         moderate(instruction)
         writable_dir(out)
-        result = edit_fn(image, instruction, mask=mask, strength=strength, n=n, seed=seed, model=model)
+        result = edit_fn(image, instruction, mask=mask, strength=strength, n=n, seed=seed, model=model, engine=engine)
         check_outputs((r.image, r.record) for r in result.images)
         paths = save_generated(result.images, out, stem=f"{image.stem}-edit")
     if as_json:
@@ -155,7 +164,10 @@ def vary(
     strength: float = typer.Option(0.5, "--strength", help="How different from the picture (0-1]."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     out: Path = typer.Option(Path("out"), "--out", help="Folder for the PNG files."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint; default: the shipped model."),
+    model: Optional[str] = typer.Option(None, "--model", help="A checkpoint, a diffusers pipeline folder or hub id; "
+                                        "default: the shipped model."),
+    engine: Optional[Literal["gan", "diffusers"]] = typer.Option(
+        None, "--engine", help="The engine serving --model; default: diffusers for a pipeline folder, else gan."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Variations of a picture that keep what it shows."""
@@ -164,7 +176,7 @@ def vary(
 
     with user_errors():
         writable_dir(out)
-        results = vary_fn(image, n=n, strength=strength, seed=seed, model=model)
+        results = vary_fn(image, n=n, strength=strength, seed=seed, model=model, engine=engine)
         check_outputs((r.image, r.record) for r in results)
         paths = save_generated(results, out, stem=f"{image.stem}-var")
     if as_json:
@@ -180,7 +192,10 @@ def chat(
     session_file: Optional[Path] = typer.Option(None, "--session", help="A session file to continue (created if missing)."),
     script: Optional[Path] = typer.Option(None, "--script", help="Run the turns in this file (one per line) and stop."),
     out: Path = typer.Option(Path("out/chat"), "--out", help="Folder for each turn's picture."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint; default: the shipped model."),
+    model: Optional[str] = typer.Option(None, "--model", help="A checkpoint, a diffusers pipeline folder or hub id; "
+                                        "default: the shipped model."),
+    engine: Optional[Literal["gan", "diffusers"]] = typer.Option(
+        None, "--engine", help="The engine serving --model; default: diffusers for a pipeline folder, else gan."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed lock for new pictures."),
     style: str = typer.Option("none", "--style", help="Style preset for new pictures (see /styles)."),
     palette: Optional[str] = typer.Option(None, "--palette", help="Hex colours the pictures keep to, e.g. '#1d3557,#e63946'."),
@@ -212,6 +227,10 @@ def chat(
             session.llm = llm
         else:
             session = Session(model=model, seed=seed, style=style, palette=palette, checks=checks, llm=llm)
+        if engine is not None:  # the engine named here serves the session's model (a hub id needs this)
+            from pixelchat.engines import load_engine
+
+            session.model = load_engine(session.model, engine)
 
     out_console = Console(highlight=False, soft_wrap=True)
 
@@ -297,6 +316,7 @@ def chat(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: str = typer.Option("scenes", "--data", help="'scenes', 'digits', or a dataset folder (images + captions, MNIST, CIFAR)."),
     arch: str = typer.Option("textgan", "--arch", help="textgan | dcgan"),
     size: int = typer.Option(64, "--size", help="Image side in pixels."),
@@ -316,14 +336,21 @@ def train(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
     sample_every: Optional[int] = typer.Option(None, "--sample-every"),
     clock: Optional[str] = typer.Option(None, "--clock", help="What --time-budget counts: 'wall' or this process's 'cpu' time."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores, shared among --nproc processes)."),
     snapshot_minutes: Optional[float] = typer.Option(None, "--snapshot-minutes", help="Keep a generator snapshot every so many minutes."),
     attribute_weight: Optional[float] = typer.Option(None, "--attribute-weight", help="textgan on scenes: weight of the attribute heads (0 = off)."),
     attribute_net: Optional[str] = typer.Option(None, "--attribute-net", help="textgan: attribute heads on the 'discriminator' or a separate 'classifier'."),
+    diffaug: Optional[str] = typer.Option(None, "--diffaug", help="Augmentations D sees: comma-separated color, translation, cutout ('' for none)."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between rows of stats.jsonl."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Train in this many processes on this machine (DistributedDataParallel; "
+                                        "each takes its share of the batch). Several machines: torchrun, see docs/distributed-training.md."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (one GPU per process)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Process group of several processes: gloo | nccl (default: nccl on cuda, gloo on cpu)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the options, read the data, train nothing."),
 ):
     """Train a generator; the checkpoint it writes works as --model everywhere."""
-    from pixelchat.train import train as train_fn
+    from pixelchat.train import configure, train as train_fn
+    from pixelchat.training import distributed
 
     model_options = {k: v for k, v in {"ngf": ngf, "ndf": ndf, "attribute_net": attribute_net}.items() if v is not None}
     if unconditional:
@@ -332,10 +359,26 @@ def train(
         "batch_size": batch_size, "scenes": scenes, "captions_per_image": captions_per_image, "limit": limit,
         "bf16": bf16, "seed": seed, "checkpoint_every": checkpoint_every, "sample_every": sample_every,
         "clock": clock, "threads": threads, "snapshot_minutes": snapshot_minutes, "attribute_weight": attribute_weight,
+        "diffaug": diffaug, "log_every": log_every, "device": device, "backend": backend,
     }.items() if v is not None}
+    options = dict(arch=arch, size=size, out=out, steps=steps, time_budget=time_budget, resume=resume,
+                   model_options=model_options, train_options=train_options)
     with user_errors():
-        final = train_fn(data, arch=arch, size=size, out=out, steps=steps, time_budget=time_budget, resume=resume,
-                         dry_run=dry_run, model_options=model_options, train_options=train_options, console=err)
+        if nproc is not None:
+            train_cfg = configure(data, **options)[1]
+            distributed.check_launch(nproc, train_cfg.batch_size, train_cfg.device)
+        if nproc is not None and nproc > 1 and not dry_run:
+            # each process runs this command with the options given here, less --nproc
+            args = []
+            for p in ctx.command.params:
+                if p.name != "nproc" and ctx.get_parameter_source(p.name).name == "COMMANDLINE":
+                    value = ctx.params[p.name]
+                    args += [p.opts[0] if value else p.secondary_opts[0]] if p.is_flag else [p.opts[0], str(value)]
+            code = distributed.launch(nproc, ["-m", "pixelchat.cli", "train", *args])
+            if code:
+                raise typer.Exit(code)
+            return
+        final = train_fn(data, dry_run=dry_run, console=err, **options)
     if final is not None:
         typer.echo(str(final))
 
@@ -521,6 +564,10 @@ def verify(
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Where the engine runs: 'local' (in this process) "
+                                          "or 'ray' (Ray Serve deployments); default: PIXELCHAT_BACKEND, else local."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="The Ray cluster to join (--backend ray); "
+                                              "default: PIXELCHAT_RAY_ADDRESS or RAY_ADDRESS, else a new local one."),
 ):
     """Run the server: the studio at http://HOST:PORT/, the OpenAI-compatible images API (and our own) at
     /v1 and /api. Settings come from PIXELCHAT_* environment variables (PIXELCHAT_DATA_DIR, ...)."""
@@ -534,7 +581,15 @@ def serve(
     with user_errors():
         if not 1 <= port <= 65535:
             raise ValueError(f"--port must be between 1 and 65535, got {port}")
-        application = create_app(Settings())  # migrations run here, before the first request
+        if backend not in (None, "local", "ray"):
+            raise ValueError(f"--backend must be 'local' or 'ray', got {backend!r}")
+        chosen = {"backend": backend, "ray_address": ray_address}
+        settings = Settings(**{name: value for name, value in chosen.items() if value is not None})
+        application = create_app(settings)  # migrations run here, before the first request
+        if settings.backend == "ray":  # join the cluster and deploy now: a bad address or setting stops the start
+            from pixelchat.server.ray_backend import ray_engine
+
+            ray_engine(settings)
     # the operator's log: the queue's notes and every moderation decision (one JSON line each)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))

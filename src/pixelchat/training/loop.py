@@ -1,5 +1,6 @@
 """One training loop for every architecture: precomputed text embeddings, a Rich progress bar,
-a step or time budget, checkpoints (safetensors + JSON), resume, sample grids and stats.jsonl."""
+a step or time budget, checkpoints (safetensors + JSON), resume, sample grids and stats.jsonl;
+in one process, or in several with DistributedDataParallel (see `pixelchat.training.distributed`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pixelchat.data.dataset import CaptionedImages
 from pixelchat.data.scenes import SCHEMA, observable
 from pixelchat.models import ARCHS, ModelConfig, build_attribute_classifier, build_discriminator, build_generator
-from pixelchat.training import losses
+from pixelchat.training import distributed, losses
 from pixelchat.training.augment import diff_augment, parse_policy
 from pixelchat.training.checkpoint import (
     CheckpointError, checkpoint_files, load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors,
@@ -62,7 +63,9 @@ class TrainConfig:
     bf16: bool = False
     channels_last: bool = True
     clock: str = "wall"  # what the time budget counts: "wall" seconds or this process's "cpu" seconds
-    threads: int | None = None  # torch threads (None: torch's default)
+    threads: int | None = None  # torch threads (None: torch's default, or the cores shared among this machine's processes)
+    device: str = "cpu"  # cpu | cuda (under torchrun, the GPU of the process's local rank)
+    backend: str | None = None  # process group under torchrun: gloo | nccl (None: nccl on cuda, gloo on cpu)
     snapshot_minutes: float | None = None  # keep a generator snapshot every so many minutes (of `clock`)
     checkpoint_every: int = 1000
     sample_every: int = 500
@@ -89,6 +92,10 @@ class TrainConfig:
             raise ValueError("the time budget must be positive")
         if self.batch_size < 2:
             raise ValueError("batch size must be at least 2 (mismatched captions need a second sample)")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.backend is not None and self.backend not in distributed.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(distributed.BACKENDS)}, got {self.backend!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -110,19 +117,33 @@ def preset(arch: str) -> tuple[ModelConfig, TrainConfig]:
 def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, data: CaptionedImages,
                   encoder, resume: str | Path | None = None, console: Console | None = None) -> Path:
     """Train on ``data`` and write checkpoints, samples and stats under ``out_dir``; returns the final
-    generator checkpoint (``model.safetensors``)."""
-    console = console or Console(stderr=True)
+    generator checkpoint (``model.safetensors``).
+
+    In a process group (torchrun), every process calls this with the same arguments, except that the
+    processes other than rank 0 may pass ``encoder=None``: rank 0 sends them the caption embeddings.
+    All draw the same global batch and each trains on its share; DistributedDataParallel averages the
+    gradients, so the run follows the single-process run with the same batch size. Only rank 0 writes."""
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
+    console = (console or Console(stderr=True)) if main else Console(quiet=True)
+    distributed.check_batch(cfg.batch_size, world)
+    mine = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)  # this process's share
+    device = torch.device("cuda", distributed.local_rank()) if cfg.device == "cuda" else torch.device("cpu")
     out = Path(out_dir)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if main:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+    threads = cfg.threads or distributed.default_threads()
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    # Text: every caption embedded once, up front (the encoder is frozen).
+    # Text: every caption embedded once, up front (the encoder is frozen), by rank 0, which keeps the
+    # embeddings in the run folder and hands them to the other processes.
     flat = [c for caps in data.captions for c in caps]
-    unique = sorted(set(flat) | set(SAMPLE_PROMPTS), key=len)
-    table = embed_captions(encoder, unique, out / "text-embeddings", console)  # (U, D)
+    unique = sorted(set(flat) | set(SAMPLE_PROMPTS), key=lambda c: (len(c), c))  # the same order in every process
+    table = embed_captions(encoder, unique, out / "text-embeddings", console) if main else None
+    table = distributed.from_rank0(table, device)  # (U, D)
     index = {c: i for i, c in enumerate(unique)}
     caption_ids = [torch.tensor([index[c] for c in caps]) for caps in data.captions]
     n_caps = torch.tensor([len(c) for c in caption_ids])
@@ -140,9 +161,11 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
         heads = attribute_targets(data, model_cfg.attribute_heads, caption_ids.shape[1])
 
     # Networks, optimisers, EMA.
-    G, D = build_generator(model_cfg), build_discriminator(model_cfg)
+    G, D = build_generator(model_cfg).to(device), build_discriminator(model_cfg).to(device)
     G_ema = make_ema(G)
     C = build_attribute_classifier(model_cfg) if heads is not None else None  # None: heads on D, or none
+    if C is not None:
+        C.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     opt_c = torch.optim.Adam(C.parameters(), lr=cfg.lr_d, betas=(0.9, 0.999)) if C is not None else None
@@ -160,19 +183,68 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
         step, elapsed_before = ckpt.config["step"], ckpt.config.get("train_seconds", 0.0)
         cpu_before = ckpt.config.get("cpu_seconds", 0.0)
         gen.manual_seed(cfg.seed + step)
-        console.log(f"resumed from {resume} at step {step}")
+        before = (ckpt.config.get("distributed") or {}).get("world_size", 1)
+        console.log(f"resumed from {resume} at step {step}"
+                    + (f" (world size {before} → {world})" if before != world else ""))
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for module in modules.values():
         module.to(memory_format=fmt)
     augment = diff_augment(cfg.diffaug)
-    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
-    text_fixed = table[[index[p] for p in SAMPLE_PROMPTS]].repeat_interleave(4, 0)  # (32, D)
-    z_fixed = torch.randn(len(text_fixed), model_cfg.z_dim, generator=torch.Generator().manual_seed(1234))
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
+    text_fixed = table[[index[p] for p in SAMPLE_PROMPTS]].repeat_interleave(4, 0).to(device)  # (32, D)
+    z_fixed = torch.randn(len(text_fixed), model_cfg.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
+    zero = torch.zeros((), device=device)
 
-    meta = {"model": model_cfg.to_dict(), "training": asdict(cfg),
-            "text_encoder": {"name": encoder.name, "dim": encoder.dim, "sha256": encoder.weights_sha256},
-            "data": {"source": data.source, "images": len(data)}}
-    (out / "training_options.json").write_text(json.dumps(meta, indent=2) + "\n")
+    def attribute_loss(logits: list[torch.Tensor], labels: torch.Tensor, mask: torch.Tensor,
+                       count: torch.Tensor) -> torch.Tensor:
+        """The attribute loss over this share, as its part of the mean over the global batch's ``count``
+        selected pairs: DDP averages the processes' gradients, hence × world size."""
+        loss = losses.attribute_loss(logits, labels, mask)
+        if world > 1:
+            loss = loss * mask.sum().clamp(min=1) / count.clamp(min=1) * world
+        return loss
+
+    def d_objective(D, real_aug, fake_aug, text, text_mis, real, labels, known, penalty: bool):
+        """D's step: real/matched vs generated, plus mismatched captions, attributes and the lazy penalty."""
+        with autocast():
+            f_real = D.features(real_aug)
+            d_real = D.logits(f_real, text)
+            d_fake = D(fake_aug, text)
+            if cfg.loss == "hinge":
+                d_mis = D.logits(f_real, text_mis) if cfg.mismatch else None
+                loss_d = losses.d_hinge_loss(d_real.float(), d_fake.float(), None if d_mis is None else d_mis.float())
+            else:
+                loss_d = losses.d_bce_loss(d_real.float(), d_fake.float())
+            loss_attr_d = zero
+            if heads is not None and C is None:  # D learns to read attributes off real pictures
+                loss_attr_d = attribute_loss(D.attribute_logits(f_real), labels, labels >= 0, known)
+                loss_d = loss_d + cfg.attribute_weight * loss_attr_d
+        loss_gp = zero
+        if penalty:
+            with autocast():
+                loss_gp = losses.matching_aware_gp(D, real, text, weight=cfg.ma_gp_weight * cfg.ma_gp_every,
+                                                   p=cfg.ma_gp_p)
+        return loss_d, loss_gp, loss_attr_d, d_real, d_fake
+
+    def c_objective(C, real_aug, labels, known):
+        with autocast():
+            return attribute_loss(C.attribute_logits(real_aug), labels, labels >= 0, known)
+
+    # Under DDP: G's forward, and D's and C's whole steps (see distributed.Objective). An attribute head
+    # that nothing trains (heads configured, data without attributes) is a parameter DDP must skip.
+    G_step = distributed.wrap(G, device)
+    D_step = distributed.wrap(distributed.Objective(D, d_objective), device,
+                              find_unused_parameters=getattr(D, "classify", None) is not None and heads is None)
+    C_step = distributed.wrap(distributed.Objective(C, c_objective), device) if C is not None else None
+    if rank > 0:  # each process draws its own augmentations; rank 0 those of a single-process run
+        torch.manual_seed(cfg.seed + rank)
+
+    if main:
+        meta = {"model": model_cfg.to_dict(), "training": asdict(cfg),
+                "text_encoder": {"name": encoder.name, "dim": encoder.dim, "sha256": encoder.weights_sha256},
+                "data": {"source": data.source, "images": len(data)},
+                "distributed": {"world_size": world, "backend": distributed.backend()}}
+        (out / "training_options.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     def clock_info() -> dict:
         return {"step": step, "train_seconds": round(elapsed_before + time.time() - t_start, 1),
@@ -200,7 +272,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
         save_grid(images, out / "samples" / f"step-{step:07d}.png", nrow=8)
 
     # The loop.
-    stats_file = open(out / "stats.jsonl", "a")
+    stats_file = open(out / "stats.jsonl", "a") if main else None
     budget_s = cfg.time_budget * 60 if cfg.time_budget else math.inf
     t_start = last_log = time.time()
     cpu_start = time.process_time()
@@ -209,64 +281,59 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     snapshot_s = cfg.snapshot_minutes * 60 if cfg.snapshot_minutes else math.inf
     next_snapshot = snapshot_s
     images_seen, last_images = 0, 0
-    last_gp = 0.0  # the lazy penalty's latest value, for the log
+    last_gp = zero  # the lazy penalty's latest value, for the log
+
+    def keep_going() -> bool:
+        going = (cfg.steps is None or step < cfg.steps) and spent() < budget_s
+        return distributed.agree(going, device) if math.isfinite(budget_s) else going  # rank 0's clock decides
+
     columns = [TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     G.train(), D.train()
-    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+    with Progress(*columns, console=console, disable=not main or not console.is_terminal) as bar:
         task = bar.add_task("train", total=cfg.steps, completed=step, rate="")
-        while (cfg.steps is None or step < cfg.steps) and spent() < budget_s:
-            # fetch a batch: random images, one of each image's captions
+        while keep_going():
+            # fetch a batch: the global batch's draws, the same in every process, and this process's share
             idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
             which = (torch.rand(cfg.batch_size, generator=gen) * n_caps[idx]).long()
-            text = table[caption_ids[idx, which]]  # (B, D)
+            text_all = table[caption_ids[idx, which]]  # (B, D)
+            text, text_mis = text_all[mine].to(device), text_all.roll(1, 0)[mine].to(device)  # (b, D) each
+            labels = named = known = named_count = None
             if heads is not None:
-                labels, named = heads.labels[idx], heads.named[idx, which]  # (B, A) each
-            real = (data.images[idx].float() / 127.5 - 1).contiguous(memory_format=fmt)  # (B, 3, H, W)
-            z = torch.randn(cfg.batch_size, model_cfg.z_dim, generator=gen)
+                labels_all, named_all = heads.labels[idx], heads.named[idx, which]  # (B, A) each
+                labels, named = labels_all[mine].to(device), named_all[mine].to(device)
+                known, named_count = (labels_all >= 0).sum().to(device), named_all.sum().to(device)
+            real = (data.images[idx[mine]].to(device).float() / 127.5 - 1).contiguous(memory_format=fmt)  # (b, 3, H, W)
+            z = torch.randn(cfg.batch_size, model_cfg.z_dim, generator=gen)[mine].to(device)
 
             # discriminator step: real/matched vs generated, plus mismatched captions
             with autocast():
                 fake = G(z, text).detach()
                 real_aug, fake_aug = augment(real), augment(fake)
-                f_real = D.features(real_aug)
-                d_real = D.logits(f_real, text)
-                d_fake = D(fake_aug, text)
-                if cfg.loss == "hinge":
-                    d_mis = D.logits(f_real, text.roll(1, 0)) if cfg.mismatch else None
-                    loss_d = losses.d_hinge_loss(d_real.float(), d_fake.float(), None if d_mis is None else d_mis.float())
-                else:
-                    loss_d = losses.d_bce_loss(d_real.float(), d_fake.float())
-                loss_attr_d = torch.zeros(())
-                if heads is not None and C is None:  # D learns to read attributes off real pictures
-                    loss_attr_d = losses.attribute_loss(D.attribute_logits(f_real), labels, labels >= 0)
-                    loss_d = loss_d + cfg.attribute_weight * loss_attr_d
-            loss_gp = torch.zeros(())
-            if cfg.ma_gp_weight > 0 and step % cfg.ma_gp_every == 0:
-                with autocast():
-                    loss_gp = losses.matching_aware_gp(D, real, text, weight=cfg.ma_gp_weight * cfg.ma_gp_every,
-                                                       p=cfg.ma_gp_p)
-                last_gp = loss_gp.item()
+            penalty = cfg.ma_gp_weight > 0 and step % cfg.ma_gp_every == 0
+            loss_d, loss_gp, loss_attr_d, d_real, d_fake = D_step(real_aug, fake_aug, text, text_mis, real, labels,
+                                                                  known, penalty)
+            if penalty:
+                last_gp = loss_gp.detach()
             opt_d.zero_grad(set_to_none=True)
             (loss_d + loss_gp).backward()
             opt_d.step()
             if C is not None:  # the separate classifier learns from real pictures only
-                with autocast():
-                    loss_attr_d = losses.attribute_loss(C.attribute_logits(real_aug), labels, labels >= 0)
+                loss_attr_d = C_step(real_aug, labels, known)
                 opt_c.zero_grad(set_to_none=True)
                 loss_attr_d.backward()
                 opt_c.step()
 
             # generator step
             with autocast():
-                gen_aug = augment(G(z, text))
+                gen_aug = augment(G_step(z, text))
                 f_gen = D.features(gen_aug)
                 d_gen = D.logits(f_gen, text).float()
                 loss_g = losses.g_hinge_loss(d_gen) if cfg.loss == "hinge" else losses.g_bce_loss(d_gen)
-                loss_attr_g = torch.zeros(())
+                loss_attr_g = zero
                 if heads is not None:  # G shows what its caption names
                     read = C.attribute_logits(gen_aug) if C is not None else D.attribute_logits(f_gen)
-                    loss_attr_g = losses.attribute_loss(read, labels, named)
+                    loss_attr_g = attribute_loss(read, labels, named, named_count)
                     loss_g = loss_g + cfg.attribute_weight * loss_attr_g
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -277,38 +344,44 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
             step += 1
             images_seen += cfg.batch_size
 
-            # log, snapshot
+            # log (the global batch's figures: each process's averaged), snapshot
             if step % cfg.log_every == 0 or step == cfg.steps:
+                figures = distributed.average(torch.stack([
+                    loss_d, last_gp, loss_g, d_real.float().mean(), d_fake.float().mean(), loss_attr_d, loss_attr_g,
+                ]).detach().float()).tolist()
                 now = time.time()
                 rate = (images_seen - last_images) / max(now - last_log, 1e-9)
                 last_log, last_images = now, images_seen
                 row = {"step": step, "time": round(elapsed_before + now - t_start, 2),
                        "cpu_time": round(cpu_before + time.process_time() - cpu_start, 2), "img_per_s": round(rate, 1),
-                       "loss_d": round(loss_d.item(), 4), "loss_gp": round(last_gp, 4),
-                       "loss_g": round(loss_g.item(), 4), "d_real": round(d_real.float().mean().item(), 3),
-                       "d_fake": round(d_fake.float().mean().item(), 3)}
+                       "loss_d": round(figures[0], 4), "loss_gp": round(figures[1], 4),
+                       "loss_g": round(figures[2], 4), "d_real": round(figures[3], 3), "d_fake": round(figures[4], 3)}
                 if heads is not None:
-                    row |= {"attr_d": round(loss_attr_d.item(), 4), "attr_g": round(loss_attr_g.item(), 4)}
-                stats_file.write(json.dumps(row) + "\n")
-                stats_file.flush()
-                bar.update(task, completed=step, rate=f"{rate:.0f} img/s")
-                if not console.is_terminal:
-                    console.log(json.dumps(row))
+                    row |= {"attr_d": round(figures[5], 4), "attr_g": round(figures[6], 4)}
+                if main:
+                    stats_file.write(json.dumps(row) + "\n")
+                    stats_file.flush()
+                    bar.update(task, completed=step, rate=f"{rate:.0f} img/s")
+                    if not console.is_terminal:
+                        console.log(json.dumps(row))
                 if not all(math.isfinite(v) for v in (row["loss_d"], row["loss_g"])):
                     raise FloatingPointError(f"training diverged at step {step}: {row}")
-            if step % cfg.sample_every == 0:
+            if main and step % cfg.sample_every == 0:
                 save_samples()
-            if step % cfg.checkpoint_every == 0:
+            if main and step % cfg.checkpoint_every == 0:
                 snapshot()
-            if spent() >= next_snapshot:
+            if main and spent() >= next_snapshot:
                 keep_snapshot()
                 next_snapshot += snapshot_s
-    stats_file.close()
-    save_samples()
-    if cfg.snapshot_minutes:
-        keep_snapshot()
-    final = snapshot()
-    console.log(f"trained {step} steps in {time.time() - t_start:.0f} s; generator at {final}")
+    final = out / "model.safetensors"
+    if main:
+        stats_file.close()
+        save_samples()
+        if cfg.snapshot_minutes:
+            keep_snapshot()
+        final = snapshot()
+        console.log(f"trained {step} steps in {time.time() - t_start:.0f} s; generator at {final}")
+    distributed.barrier()  # the others return once rank 0 has written
     return final
 
 
