@@ -564,8 +564,9 @@ def verify(
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Where the engine runs: 'local' (in this process) "
-                                          "or 'ray' (Ray Serve deployments); default: PIXELCHAT_BACKEND, else local."),
+    backend: Optional[Literal["local", "ray"]] = typer.Option(
+        None, "--backend", help="Where the engine runs: 'local' (in this process) or 'ray' (Ray Serve deployments); "
+        "default: PIXELCHAT_BACKEND, else local."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="The Ray cluster to join (--backend ray); "
                                               "default: PIXELCHAT_RAY_ADDRESS or RAY_ADDRESS, else a new local one."),
 ):
@@ -581,8 +582,6 @@ def serve(
     with user_errors():
         if not 1 <= port <= 65535:
             raise ValueError(f"--port must be between 1 and 65535, got {port}")
-        if backend not in (None, "local", "ray"):
-            raise ValueError(f"--backend must be 'local' or 'ray', got {backend!r}")
         chosen = {"backend": backend, "ray_address": ray_address}
         settings = Settings(**{name: value for name, value in chosen.items() if value is not None})
         application = create_app(settings)  # migrations run here, before the first request
