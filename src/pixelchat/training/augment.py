@@ -51,6 +51,6 @@ def robustness_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     b = x.shape[0]
     shift = torch.randint(-4, 5, (2,), generator=gen).tolist()
     x = torch.roll(x, shifts=shift, dims=(2, 3))
-    x = K.RandomGaussianBlur((5, 5), (0.1, 1.2), p=0.5)(x)
+    x = K.RandomGaussianBlur((5, 5), (0.1, 1.2), p=0.5)(x.contiguous())  # kornia < 0.9 filters need contiguous input
     sigma = torch.rand(b, 1, 1, 1, generator=gen) * 0.08
     return (x + sigma * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
