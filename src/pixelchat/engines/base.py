@@ -11,15 +11,33 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from PIL import Image
 
+from pixelchat import __version__
+
 if TYPE_CHECKING:
     from pixelchat.vision.describer import Description
 
 MAX_PROMPT_CHARS = 1000
 MAX_IMAGES = 64
+MAX_SEED = 2**63 - 1
 
 
 class UnsupportedOperation(NotImplementedError):
     """The engine cannot do this (yet)."""
+
+
+def check_prompt(prompt: str, negative_prompt: str | None = None, *, empty_ok: bool = False) -> None:
+    """The limits every engine puts on prompts (ValueError)."""
+    if not isinstance(prompt, str) or (not prompt.strip() and not empty_ok):
+        raise ValueError("the prompt is empty")
+    for what, text in (("prompt", prompt), ("negative prompt", negative_prompt or "")):
+        if len(text) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the {what} is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}")
+
+
+def check_seed(seed: int | None) -> None:
+    """A seed leaves room for the seeds of a whole batch after it (image i gets seed + i)."""
+    if seed is not None and not 0 <= seed <= MAX_SEED - MAX_IMAGES:
+        raise ValueError(f"seed must be between 0 and {MAX_SEED - MAX_IMAGES}")
 
 
 @dataclass
@@ -49,6 +67,11 @@ class ModelInfo:
     size: int
     text_encoder: str
     path: str
+
+    def made_by(self, created: str) -> dict:
+        """The part of every image's record that names the model and engine that made it, and when."""
+        return {"model": {"id": self.id, "sha256": self.sha256, "arch": self.arch, "text_encoder": self.text_encoder},
+                "engine": self.engine, "pixelchat_version": __version__, "created": created}
 
 
 @runtime_checkable

@@ -25,11 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixelchat import __version__
 from pixelchat.engines.base import (
-    MAX_IMAGES, MAX_PROMPT_CHARS, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation,
+    MAX_IMAGES, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation, check_prompt, check_seed,
 )
-from pixelchat.engines.gan import MAX_SEED
 from pixelchat.training.checkpoint import CheckpointError
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
@@ -184,27 +182,14 @@ class DiffusersEngine:
         if self.instruction_edits:
             raise UnsupportedOperation(f"{self.info.id} is an instruction-editing pipeline ({self.info.arch}): it "
                                        "changes pictures and cannot draw from text alone; use edit")
-        self._check_prompt(request.prompt, request.negative_prompt)
+        check_prompt(request.prompt, request.negative_prompt)
         if not 1 <= request.n <= MAX_IMAGES:
             raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {request.n}")
         if request.size is not None and (request.size % 8 or not MIN_SIZE <= request.size <= MAX_SIZE):
             raise ValueError(f"size must be a multiple of 8 between {MIN_SIZE} and {MAX_SIZE}, got {request.size}")
-        self._check_seed(request.seed)
+        check_seed(request.seed)
         if request.truncation is not None:
             raise UnsupportedOperation("truncation is an option of the GAN engine; diffusion pipelines do not use it")
-
-    @staticmethod
-    def _check_prompt(prompt: str, negative_prompt: str | None = None, *, empty_ok: bool = False) -> None:
-        if not isinstance(prompt, str) or (not prompt.strip() and not empty_ok):
-            raise ValueError("the prompt is empty")
-        for what, text in (("prompt", prompt), ("negative prompt", negative_prompt or "")):
-            if len(text) > MAX_PROMPT_CHARS:
-                raise ValueError(f"the {what} is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}")
-
-    @staticmethod
-    def _check_seed(seed: int | None) -> None:
-        if seed is not None and not 0 <= seed <= MAX_SEED - MAX_IMAGES:
-            raise ValueError(f"seed must be between 0 and {MAX_SEED - MAX_IMAGES}")
 
     @staticmethod
     def _check_run(steps: int, guidance: float, strength: float | None = None) -> None:
@@ -264,10 +249,7 @@ class DiffusersEngine:
         return {
             "prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, "size": list(size),
             "steps": steps, "guidance": guidance, "pipeline": pipeline,
-            "scheduler": type(self.pipeline.scheduler).__name__,
-            "model": {"id": self.info.id, "sha256": self.info.sha256, "arch": self.info.arch,
-                      "text_encoder": self.info.text_encoder},
-            "engine": self.info.engine, "pixelchat_version": __version__, "created": created,
+            "scheduler": type(self.pipeline.scheduler).__name__, **self.info.made_by(created),
         }
 
     # --- describe, edit, vary ------------------------------------------------------------------
@@ -336,9 +318,9 @@ class DiffusersEngine:
             strength = None
         elif strength is None:
             strength = 1.0 if mode == "inpaint" else 0.6
-        self._check_prompt(prompt, negative_prompt)
+        check_prompt(prompt, negative_prompt)
         self._check_run(steps, guidance, strength)
-        self._check_seed(seed)
+        check_seed(seed)
         if not 1 <= n <= MAX_IMAGES:
             raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
         size = self.working_size(image)
@@ -400,9 +382,9 @@ class DiffusersEngine:
         steps = self.steps if steps is None else steps
         guidance = self.guidance if guidance is None else guidance
         self._check_run(steps, guidance, strength)
-        self._check_seed(seed)
+        check_seed(seed)
         prompt = str((read_record(image) or {}).get("prompt") or "")
-        self._check_prompt(prompt, negative_prompt, empty_ok=True)
+        check_prompt(prompt, negative_prompt, empty_ok=True)
         picture = image.convert("RGB").resize(self.working_size(image), Image.Resampling.LANCZOS)
         base = seed if seed is not None else secrets.randbelow(2**32)
         pipe = self.derived("img2img")

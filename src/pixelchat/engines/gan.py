@@ -13,14 +13,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixelchat import __version__
 from pixelchat.engines.base import (
-    MAX_IMAGES, MAX_PROMPT_CHARS, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation,
+    MAX_IMAGES, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation, check_prompt, check_seed,
 )
 from pixelchat.models import ModelConfig, build_generator
 from pixelchat.training.checkpoint import CheckpointError, load_checkpoint, load_module
 
-MAX_SEED = 2**63 - 1
 
 
 def truncated_normal(shape: tuple[int, ...], generator: torch.Generator, truncation: float | None) -> torch.Tensor:
@@ -81,18 +79,13 @@ class GANEngine:
 
     # 1. check inputs
     def check_inputs(self, request: GenerateRequest) -> None:
-        prompt = request.prompt
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("the prompt is empty")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"the prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}")
+        check_prompt(request.prompt)
         if not 1 <= request.n <= MAX_IMAGES:
             raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {request.n}")
         if request.size is not None and request.size != self.model_cfg.size:
             raise ValueError(f"model {self.info.id} draws {self.model_cfg.size}×{self.model_cfg.size} images; "
                              f"size {request.size} is not supported")
-        if request.seed is not None and not 0 <= request.seed <= MAX_SEED - MAX_IMAGES:
-            raise ValueError(f"seed must be between 0 and {MAX_SEED - MAX_IMAGES}")
+        check_seed(request.seed)
         if request.truncation is not None and not 0.05 <= request.truncation <= 10:
             raise ValueError(f"truncation must be between 0.05 and 10, got {request.truncation}")
         if request.negative_prompt:
@@ -148,10 +141,7 @@ class GANEngine:
         return {
             "prompt": request.prompt, "negative_prompt": request.negative_prompt, "seed": seed,
             "truncation": request.truncation, "latent": encode_latent(z),
-            "size": [self.model_cfg.size, self.model_cfg.size],
-            "model": {"id": self.info.id, "sha256": self.info.sha256, "arch": self.info.arch,
-                      "text_encoder": self.info.text_encoder},
-            "engine": self.info.engine, "pixelchat_version": __version__, "created": created,
+            "size": [self.model_cfg.size, self.model_cfg.size], **self.info.made_by(created),
         }
 
     # --- describe, edit, vary -------------------------------------------------------------
