@@ -318,7 +318,7 @@ def chat(
 def train(
     ctx: typer.Context,
     data: str = typer.Option("scenes", "--data", help="'scenes', 'digits', or a dataset folder (images + captions, MNIST, CIFAR)."),
-    arch: str = typer.Option("textgan", "--arch", help="textgan | dcgan"),
+    arch: str = typer.Option("textgan", "--arch", help="specgan (data with a schema: scenes, classes) | textgan (free captions) | dcgan"),
     size: int = typer.Option(64, "--size", help="Image side in pixels."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes of training."),

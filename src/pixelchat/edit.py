@@ -76,13 +76,17 @@ def edit(image: Image.Image | str | os.PathLike, instruction_or_prompt: str, *, 
         revision = revision or Revision({}, {}, prompt=instruction)
         images = served.edit(picture, instruction, mask=m, n=n, seed=seed, target=revision.attributes, **options)
     else:
+        spec_edits = getattr(served, "spec_edits", False)
         if revision is None:
-            revision = revise(served.describe(picture).attributes, instruction_or_prompt)
+            current = served.attributes_of(picture) if spec_edits else served.describe(picture).attributes
+            revision = revise(current, instruction_or_prompt)
         record = read_record(picture)
         if wording == "minimal" and record and looks_like_instruction(instruction_or_prompt):
             names = set(read_attributes(record.get("prompt", ""))) | set(revision.changes)
             revision.prompt = scene_prompt({k: v for k, v in revision.attributes.items() if k in names},
                                            revision.free_text)
+        if spec_edits:  # the spec changes what was asked and keeps the rest
+            options["changes"] = {k: after for k, (_, after) in revision.changes.items()}
         images = served.edit(picture, revision.prompt, mask=m, n=n, seed=seed, target=revision.attributes,
                              **options)
     for r in images:

@@ -68,7 +68,8 @@ def train(data: str = "scenes", *, arch: str = "textgan", size: int = 64, out: s
             return None
         if resume is not None and Path(resume).is_dir():
             resume = Path(resume) / "checkpoint.safetensors"
-        encoder = load_text_encoder(train_cfg.text_encoder) if main else None  # rank 0 embeds the captions
+        # rank 0 embeds the captions (the spec GAN reads none: its text path is the prompt reader)
+        encoder = load_text_encoder(train_cfg.text_encoder) if main and model_cfg.arch != "specgan" else None
         final = training_loop(model_cfg, train_cfg, out, data=dataset, encoder=encoder, resume=resume, console=console)
     return final if main else None
 

@@ -42,6 +42,8 @@ UNDO = re.compile(r"^(?:/undo|undo|go back|back|revert|undo that)[.! ]*$")
 VARY = re.compile(r"^(?:another one|another variation|new variation|a variation|vary it|variations?|"
                   r"try again|something similar|one more)[.! ]*$")
 CHECK_STRENGTHS = (0.35, 0.6, 0.85)  # how far a self-check attempt may move from the picture, step by step
+# A spec-conditioned model's first attempt keeps the picture's latent (the spec alone changes).
+SPEC_CHECK_STRENGTHS = (0.0, 0.35, 0.6)
 MAX_CHECKS = 8
 STYLE = re.compile(r"^(?:/style\s+|(?:use|apply|switch to|try|give it)(?: the| a)? style\s+|style[: ]\s*|"
                    r"in (?:the |a )?style(?: of)?\s+|(?:make it|in|as) (?:an? )?)(?P<name>[a-z0-9_-]+)"
@@ -372,10 +374,13 @@ class Session:
         # as far out, with other candidates. The attempt that misses least is kept.
         wanted = {k: after for k, (_, after) in revision.changes.items()}
         before = self.seen()
+        from pixelchat.engines import load_engine
+
+        strengths = SPEC_CHECK_STRENGTHS if getattr(load_engine(self.model), "spec_edits", False) else CHECK_STRENGTHS
         level, best, best_score = 0, None, None
         for attempt in range(max(1, self.checks)):
             seed = None if self.seed is None else self.seed + attempt
-            result = edit(self.node.image, message, model=self.model, seed=seed, strength=CHECK_STRENGTHS[level],
+            result = edit(self.node.image, message, model=self.model, seed=seed, strength=strengths[level],
                           revision=revision)
             if not self.checks:
                 best, best_check = result, ([], [], None)
@@ -388,7 +393,7 @@ class Session:
             if not missing and not drifted:
                 break
             if missing:
-                level = min(level + 1, len(CHECK_STRENGTHS) - 1)
+                level = min(level + 1, len(strengths) - 1)
         best_missing, best_drifted, best_seen = best_check
         result = best
         changes = revision.changes

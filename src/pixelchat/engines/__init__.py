@@ -34,6 +34,12 @@ def engine_kind(model: str | Path | None, engine: str | None = None) -> str:
 
 @lru_cache(maxsize=4)
 def _load(path: Path, mtime: float) -> Engine:
+    from pixelchat.training.checkpoint import checkpoint_arch
+
+    if checkpoint_arch(path) == "specgan":
+        from pixelchat.engines.spec import SpecEngine
+
+        return SpecEngine(path)
     return GANEngine(path)
 
 

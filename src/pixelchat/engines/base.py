@@ -48,6 +48,7 @@ class GenerateRequest:
     truncation: float | None = None  # draw z from N(0, 1) truncated to [-t, t]
     size: int | None = None  # None: the model's native size
     negative_prompt: str | None = None
+    spec: dict[str, str] | None = None  # spec-conditioned models: values given directly, over what the prompt says
 
 
 @dataclass

@@ -357,6 +357,7 @@ class Source:
     text: torch.Tensor
     how: str  # "record": the picture's own latent; "inversion": found by inverting it
     inversion: object | None  # pixelchat.vision.inversion.Inversion
+    spec: object | None = None  # the picture's SceneSpec (spec-conditioned models: ``text`` is its value indices)
 
     def describe(self) -> dict:
         out = {"how": self.how, "prompt": self.prompt}

@@ -1,13 +1,14 @@
-"""Networks: the text-conditional GAN and the seed's DCGAN baseline, built from one ModelConfig."""
+"""Networks: the spec-conditioned GAN, the text-conditional GAN and the seed's DCGAN baseline, built from one
+ModelConfig."""
 
 from __future__ import annotations
 
 import torch.nn as nn
 
-from pixelchat.models import dcgan, textgan
+from pixelchat.models import dcgan, specgan, textgan
 from pixelchat.models.config import ARCHS, ModelConfig
 
-_MODULES = {"textgan": textgan, "dcgan": dcgan}
+_MODULES = {"specgan": specgan, "textgan": textgan, "dcgan": dcgan}
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:

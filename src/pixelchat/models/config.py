@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-ARCHS = ("textgan", "dcgan")
+ARCHS = ("specgan", "textgan", "dcgan")
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "textgan"  # textgan (DF-GAN-style text fusion) | dcgan (the seed documents' baseline)
+    # specgan (drawn from a scene spec: data with a schema) | textgan (DF-GAN-style fusion of a sentence
+    # embedding: free captions) | dcgan (the seed documents' baseline)
+    arch: str = "textgan"
     size: int = 64  # output side in pixels, a power of two >= 16
     z_dim: int = 100
     text_dim: int = 384  # pooled text embedding size (all-MiniLM-L6-v2: 384)
@@ -24,6 +26,10 @@ class ModelConfig:
     # separate attribute classifier trained on real pictures only ("classifier", width below).
     attribute_net: str = "discriminator"
     attribute_width: int = 16
+    # specgan only: attribute name → values, what a spec holds (the data's schema), and the size of each
+    # value's learned embedding.
+    schema: dict[str, list[str]] | None = None
+    embed_dim: int = 16
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -36,6 +42,13 @@ class ModelConfig:
             raise ValueError(f"attribute_net must be 'discriminator' or 'classifier', got {self.attribute_net!r}")
         if self.attribute_heads is not None and self.arch != "textgan":
             raise ValueError("attribute heads belong to the text GAN's discriminator")
+        if self.arch == "specgan":  # the schema may come later, from the data
+            if self.schema is not None and (not self.schema or any(len(v) < 2 or len(set(v)) != len(v) for v in self.schema.values())):
+                raise ValueError("every schema attribute needs at least two distinct values")
+            if self.embed_dim < 1:
+                raise ValueError("embed_dim must be at least 1")
+        elif self.schema is not None:
+            raise ValueError("only the spec-conditioned model (arch='specgan') takes a schema")
         if self.arch == "textgan" and not self.conditional:
             raise ValueError("the text GAN is always text-conditional; use arch='dcgan' for an unconditional model")
 

@@ -66,6 +66,15 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], c
     return weights
 
 
+def checkpoint_arch(path: str | os.PathLike) -> str | None:
+    """The architecture a generator checkpoint's config names (without reading its weights), or None."""
+    try:
+        config = json.loads(checkpoint_files(path)[1].read_text())
+        return config["model"]["arch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     weights, meta = checkpoint_files(path)
     if not weights.is_file():

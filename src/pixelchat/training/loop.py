@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pixelchat.data.dataset import CaptionedImages
 from pixelchat.data.scenes import SCHEMA, observable
+from pixelchat.data.spec import complete_spec, dataset_schema, dataset_specs
 from pixelchat.models import ARCHS, ModelConfig, build_attribute_classifier, build_discriminator, build_generator
 from pixelchat.training import distributed, losses
 from pixelchat.training.augment import diff_augment, parse_policy
@@ -107,6 +108,10 @@ def preset(arch: str) -> tuple[ModelConfig, TrainConfig]:
     """Sensible defaults per architecture; the DCGAN preset is the seed documents' recipe."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if arch == "specgan":  # the schema comes from the data (see training_loop)
+        # widths chosen by measured cost: G at ngf 32 / max 256 costs twice as much per step (RESULTS.md)
+        return (ModelConfig(arch="specgan", ngf=24, ndf=24, max_channels=192),
+                TrainConfig(steps=1, batch_size=32, ma_gp_weight=0.0, diffaug="translation"))
     if arch == "dcgan":
         return (ModelConfig(arch="dcgan", ngf=64, ndf=64, max_channels=512),
                 TrainConfig(steps=1, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, loss="bce", mismatch=False,
@@ -138,23 +143,44 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    # Text: every caption embedded once, up front (the encoder is frozen), by rank 0, which keeps the
-    # embeddings in the run folder and hands them to the other processes.
-    flat = [c for caps in data.captions for c in caps]
-    unique = sorted(set(flat) | set(SAMPLE_PROMPTS), key=lambda c: (len(c), c))  # the same order in every process
-    table = embed_captions(encoder, unique, out / "text-embeddings", console) if main else None
-    table = distributed.from_rank0(table, device)  # (U, D)
-    index = {c: i for i, c in enumerate(unique)}
-    caption_ids = [torch.tensor([index[c] for c in caps]) for caps in data.captions]
-    n_caps = torch.tensor([len(c) for c in caption_ids])
-    caption_ids = torch.nn.utils.rnn.pad_sequence(caption_ids, batch_first=True)  # (N, max captions)
-    if table.shape[1] != model_cfg.text_dim:
-        raise ValueError(f"the text encoder gives {table.shape[1]}-d embeddings, the model expects {model_cfg.text_dim}")
     if data.size != model_cfg.size:
         raise ValueError(f"data is {data.size} px but the model is configured for {model_cfg.size} px")
+    # The condition of every picture: a row of ``table`` picked by ``caption_ids[i, k]`` for the picture's
+    # k-th caption. For the spec GAN, the picture's spec (value indices); for the text GAN, a caption's
+    # embedding, computed once up front (the encoder is frozen) by rank 0, which keeps the embeddings in
+    # the run folder and hands them to the other processes.
+    heads = None
+    if model_cfg.arch == "specgan":
+        schema = dataset_schema(data)
+        if schema is None:
+            raise ValueError("this dataset has no schema (attributes or classes): train the text GAN "
+                             "(--arch textgan) on free captions")
+        if cfg.ma_gp_weight > 0:
+            raise ValueError("the spec GAN has no gradient penalty on its discrete condition; set ma_gp_weight to 0")
+        if model_cfg.schema is None:
+            model_cfg = replace(model_cfg, schema=schema)
+        if model_cfg.schema != schema:
+            raise ValueError(f"the model's schema ({', '.join(model_cfg.schema)}) differs from the data's "
+                             f"({', '.join(schema)})")
+        table, labels = dataset_specs(data, schema)  # (N, A) each
+        caption_ids, n_caps = torch.arange(len(data))[:, None], torch.ones(len(data), dtype=torch.long)
+        sample_cond = sample_specs(schema)
+        if cfg.attribute_weight > 0:  # D reads, and G must show, every attribute a picture can show
+            heads = AttributeTargets(labels, (labels >= 0)[:, None, :])
+    else:
+        flat = [c for caps in data.captions for c in caps]
+        unique = sorted(set(flat) | set(SAMPLE_PROMPTS), key=lambda c: (len(c), c))  # the same order in every process
+        table = embed_captions(encoder, unique, out / "text-embeddings", console) if main else None
+        table = distributed.from_rank0(table, device)  # (U, D)
+        index = {c: i for i, c in enumerate(unique)}
+        caption_ids = [torch.tensor([index[c] for c in caps]) for caps in data.captions]
+        n_caps = torch.tensor([len(c) for c in caption_ids])
+        caption_ids = torch.nn.utils.rnn.pad_sequence(caption_ids, batch_first=True)  # (N, max captions)
+        if table.shape[1] != model_cfg.text_dim:
+            raise ValueError(f"the text encoder gives {table.shape[1]}-d embeddings, the model expects {model_cfg.text_dim}")
+        sample_cond = table[[index[p] for p in SAMPLE_PROMPTS]]
 
     # Attributes, where the data knows them: every picture's labels and each caption's named ones.
-    heads = None
     if model_cfg.arch == "textgan" and cfg.attribute_weight > 0 and data.attributes and "mentioned" in data.extra:
         if model_cfg.attribute_heads is None:
             model_cfg = replace(model_cfg, attribute_heads={k: list(v) for k, v in SCHEMA.items()})
@@ -191,7 +217,7 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
         module.to(memory_format=fmt)
     augment = diff_augment(cfg.diffaug)
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
-    text_fixed = table[[index[p] for p in SAMPLE_PROMPTS]].repeat_interleave(4, 0).to(device)  # (32, D)
+    text_fixed = sample_cond.repeat_interleave(4, 0).to(device)  # (32, D), or (32, A) specs
     z_fixed = torch.randn(len(text_fixed), model_cfg.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
     zero = torch.zeros((), device=device)
 
@@ -241,7 +267,8 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
 
     if main:
         meta = {"model": model_cfg.to_dict(), "training": asdict(cfg),
-                "text_encoder": {"name": encoder.name, "dim": encoder.dim, "sha256": encoder.weights_sha256},
+                "text_encoder": None if encoder is None else
+                {"name": encoder.name, "dim": encoder.dim, "sha256": encoder.weights_sha256},
                 "data": {"source": data.source, "images": len(data)},
                 "distributed": {"world_size": world, "backend": distributed.backend()}}
         (out / "training_options.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -383,6 +410,19 @@ def training_loop(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path,
         console.log(f"trained {step} steps in {time.time() - t_start:.0f} s; generator at {final}")
     distributed.barrier()  # the others return once rank 0 has written
     return final
+
+
+def sample_specs(schema: dict[str, list[str]]) -> torch.Tensor:
+    """The sample grids' specs (8, A): the sample prompts read by the pattern reader and completed from
+    fixed seeds (scenes), or the first eight classes."""
+    from pixelchat.data.spec import is_scenes
+    from pixelchat.text.instructions import read_attributes
+
+    if is_scenes(schema):
+        specs = [complete_spec(read_attributes(p), schema, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)]
+        return torch.tensor([s.indices(schema) for s in specs])
+    values = next(iter(schema.values()))
+    return torch.tensor([[i % len(values)] for i in range(len(SAMPLE_PROMPTS))])
 
 
 def embed_captions(encoder, captions: list[str], cache: Path, console: Console) -> torch.Tensor:

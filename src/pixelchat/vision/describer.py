@@ -28,6 +28,7 @@ from torch import nn
 from pixelchat.data.captions import caption_scene, ordered_caption, scene_prompt
 from pixelchat.data.scenes import SCHEMA, labels_to_attributes, observable, render_labelled
 from pixelchat.training.checkpoint import load_network, module_tensors, save_checkpoint
+from pixelchat.text.instructions import read_attributes
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_DESCRIBER = WEIGHTS / "describer-scenes.safetensors"
@@ -225,8 +226,10 @@ def attribute_probabilities(describer: Describer, images: torch.Tensor) -> dict[
 
 @torch.inference_mode()
 def describe_images(describer: Describer, images: torch.Tensor, *, captions: bool = True,
-                    batch_size: int = 256) -> list[Description]:
-    """Descriptions of (B, 3, H, W) images (uint8, or floats in [-1, 1])."""
+                    batch_size: int = 256, consistent: bool = True) -> list[Description]:
+    """Descriptions of (B, 3, H, W) images (uint8, or floats in [-1, 1]). consistent: a written
+    caption that contradicts the attribute heads is replaced by the heads' sentence (False: the
+    decoder's caption as written, for measuring the decoder)."""
     out: list[Description] = []
     for i in range(0, len(images), batch_size):
         feats = describer.encode(images[i:i + batch_size])
@@ -241,7 +244,14 @@ def describe_images(describer: Describer, images: torch.Tensor, *, captions: boo
             shown = observable(attrs)
             if shown.get("water") == "none":
                 shown.pop("boat", None)
-            out.append(Description(text, shown, {k: conf[k] for k in shown}, scene_prompt(shown)))
+            prompt = scene_prompt(shown)
+            # one reading: a caption that names a value the attribute heads did not read is replaced
+            # by the sentence the heads' reading makes
+            said = read_attributes(text) if text else {}
+            if consistent and captions and any(shown.get(k, "none" if k != "boat" else "no") != v for k, v in said.items()
+                                if k in attrs):
+                text = prompt
+            out.append(Description(text, shown, {k: conf[k] for k in shown}, prompt))
     return out
 
 
@@ -293,7 +303,7 @@ def score(describer: Describer, images: torch.Tensor, labels: torch.Tensor, *, c
     from pixelchat.text.instructions import read_attributes
 
     describer.eval()
-    descs = describe_images(describer, images, captions=captions)
+    descs = describe_images(describer, images, captions=captions, consistent=False)
     names = list(SCHEMA)
     heads = {n: [0, 0] for n in names}
     written = {n: [0, 0] for n in names}

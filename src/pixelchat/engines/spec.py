@@ -1,0 +1,310 @@
+"""The dual-path engine: the prompt becomes a scene spec (text path), the spec is drawn (image path).
+
+    prompt ──prompt reader──▶ said values ──completed from the prior (seed)──▶ spec ──generator(z, spec)──▶ picture
+
+Every picture's record holds its spec (each value said, filled in or seen, with the reader's
+confidence) and its latent, so an edit changes the asked values of the spec, keeps z and every
+value the user did not touch, and redraws.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from pixelchat.data.spec import SEEN, FILLED, SceneSpec, SpecError, check_values, complete_spec, is_scenes
+from pixelchat.engines.base import (
+    MAX_IMAGES, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation, check_prompt, check_seed,
+)
+from pixelchat.engines.gan import GANEngine, Source, encode_latent, latent_for_seed
+from pixelchat.models import ModelConfig, build_generator
+from pixelchat.training.checkpoint import CheckpointError, load_checkpoint, load_module
+
+
+class SpecEngine(GANEngine):
+    """Serves a spec-conditioned generator (arch ``specgan``) with the prompt reader for its schema."""
+
+    spec_edits = True  # edits take the asked changes as spec values (see `edit`)
+
+    def __init__(self, path: str | Path, *, encoder=None, reader=None, describer=None):
+        ckpt = load_checkpoint(path)
+        config = ckpt.config
+        try:
+            self.model_cfg = ModelConfig.from_dict(config["model"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {ckpt.path} has an invalid config: {e}") from e
+        if self.model_cfg.arch != "specgan" or not self.model_cfg.schema:
+            raise CheckpointError(f"checkpoint {ckpt.path} is not a spec-conditioned generator")
+        self.schema = {k: list(v) for k, v in self.model_cfg.schema.items()}
+        self.generator = build_generator(self.model_cfg).eval()
+        load_module(self.generator, ckpt, "G_ema")
+        self.generator = self.generator.to(memory_format=torch.channels_last)
+        self.generator.requires_grad_(False)
+        self._encoder, self._reader = encoder, reader
+        self._describer = describer
+        self._inverter_path, self._inverter = None, False  # inversion starts from random latents
+        self.info = ModelInfo(id=config.get("name") or ckpt.path.stem, sha256=ckpt.sha256, engine="gan",
+                              arch="specgan", size=self.model_cfg.size, text_encoder="prompt-reader",
+                              path=str(ckpt.path))
+
+    # --- the text path ------------------------------------------------------------------------
+
+    @property
+    def reader(self):
+        """The prompt reader for this schema (the shipped one for scenes), or None: class names are
+        matched as words."""
+        if self._reader is None and is_scenes(self.schema):
+            from pixelchat.text.reader import load_reader
+
+            self._reader = load_reader()
+            if self._reader.cfg.schema != self.schema:
+                raise CheckpointError("the prompt reader was trained for another schema than this model's")
+        return self._reader
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from pixelchat.text.encoder import load_text_encoder
+
+            self._encoder = load_text_encoder(self.reader.cfg.text_encoder if self.reader else "all-MiniLM-L6-v2")
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, value) -> None:
+        self._encoder = value
+
+    def read(self, prompts: list[str]) -> list[tuple[dict[str, str], dict[str, float]]]:
+        """Each prompt's said values and the reader's confidence in them."""
+        if self.reader is not None:
+            from pixelchat.text.reader import read_prompts
+
+            return [(r.values, r.confidence) for r in read_prompts(self.reader, self.encoder, prompts)]
+        return [match_classes(p, self.schema) for p in prompts]
+
+    def specs_for(self, request: GenerateRequest, seeds: list[int], reading=None) -> list[SceneSpec]:
+        """The spec of each picture: what the prompt (or ``request.spec``) says, the rest from the prior."""
+        said, confidence = reading if reading is not None else self.read([request.prompt])[0]
+        if request.spec:
+            said, confidence = {**said, **request.spec}, {**confidence, **{k: 1.0 for k in request.spec}}
+        try:
+            check_values(said, self.schema)
+        except SpecError as e:
+            raise ValueError(f"the prompt asks for something this model cannot draw: {e}") from None
+        return [complete_spec(said, self.schema, s, confidence) for s in seeds]
+
+    # --- generate ------------------------------------------------------------------------------
+
+    def check_inputs(self, request: GenerateRequest) -> None:
+        super().check_inputs(request)
+        if request.spec is not None:
+            try:
+                check_values(request.spec, self.schema)
+            except SpecError as e:
+                raise ValueError(str(e)) from None
+
+    def spec_tensor(self, specs: list[SceneSpec]) -> torch.Tensor:
+        return torch.tensor([s.indices(self.schema) for s in specs], dtype=torch.long)  # (n, A)
+
+    @torch.inference_mode()
+    def decode(self, z: torch.Tensor, spec: torch.Tensor) -> list[Image.Image]:
+        return self.to_pil(self.generator(z, spec))
+
+    def generate(self, request: GenerateRequest) -> list[GeneratedImage]:
+        return self.generate_batch([request])[0]
+
+    def generate_batch(self, requests: list[GenerateRequest]) -> list[list[GeneratedImage]]:
+        for request in requests:
+            self.check_inputs(request)
+        if sum(r.n for r in requests) > MAX_IMAGES:
+            raise ValueError(f"a batch draws at most {MAX_IMAGES} images")
+        seeds = [[(r.seed if r.seed is not None else secrets.randbelow(2**32)) + i for i in range(r.n)]
+                 for r in requests]
+        readings = self.read([r.prompt.strip() for r in requests])
+        specs = [self.specs_for(r, s, reading) for r, s, reading in zip(requests, seeds, readings)]
+        z = torch.cat([self.prepare_latents(s, r.truncation) for s, r in zip(seeds, requests)])
+        images = self.decode(z, self.spec_tensor([x for ss in specs for x in ss]))
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        out, i = [], 0
+        for r, ss, sp in zip(requests, seeds, specs):
+            out.append([GeneratedImage(images[i + j], r.prompt, s, self.spec_record(r, s, z[i + j], sp[j], created))
+                        for j, s in enumerate(ss)])
+            i += r.n
+        return out
+
+    def spec_record(self, request: GenerateRequest, seed: int, z: torch.Tensor, spec: SceneSpec, created: str) -> dict:
+        return {**self.record(request, seed, z, created), "spec": spec.to_dict()}
+
+    # --- edit, vary ----------------------------------------------------------------------------
+
+    def attributes_of(self, image: Image.Image) -> dict[str, str]:
+        """What a picture shows as edits start from it: its spec when this model drew it (the record),
+        otherwise what the describer reads."""
+        from pixelchat.imagefiles import read_record
+
+        record = read_record(image)
+        spec = _record_spec(record, self.schema) if self._record_latent(record) is not None else None
+        return _observable(spec.values, self.schema) if spec is not None else self.describe(image).attributes
+
+    def source(self, image: Image.Image, source_prompt: str | None = None) -> Source:
+        """The latent and spec a picture comes from: its record when this model drew it, otherwise the
+        describer's reading of it, with a latent found by inversion under that spec."""
+        from pixelchat.imagefiles import read_record
+
+        record = read_record(image)
+        latent = self._record_latent(record)
+        spec = _record_spec(record, self.schema) if latent is not None else None
+        if spec is not None:
+            return Source(latent[None], source_prompt or record.get("prompt") or "", self.spec_tensor([spec]), "record",
+                          None, spec)
+        from pixelchat.vision.inversion import invert
+
+        d = self.describe(image)
+        seen = complete_spec(d.attributes, self.schema, seed=0, confidence=d.confidence)
+        spec = SceneSpec(seen.values, {k: SEEN if k in d.attributes else FILLED for k in self.schema}, seen.confidence)
+        cond = self.spec_tensor([spec])
+        with torch.inference_mode(False):
+            inv = invert(self.generator, self.image_tensor(image), cond)
+        return Source(inv.z, source_prompt or d.prompt, cond, "inversion", inv, spec)
+
+    def redraw(self, z: torch.Tensor, spec: torch.Tensor, fine_text=None) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.generator(z, spec.expand(len(z), -1))
+
+    def edit(self, image: Image.Image, prompt: str, *, mask=None, strength: float = 0.0, n: int = 1,
+             seed: int | None = None, target: dict[str, str] | None = None, changes: dict[str, str] | None = None,
+             source_prompt: str | None = None, candidates: int = 16, **options) -> list[GeneratedImage]:
+        """Redraw ``image`` with the spec changed as asked, z and every other value kept.
+
+        changes: the values asked for (default: what ``prompt`` says that differs from the picture's
+        spec; ``target`` — the whole desired picture, as the text GAN takes it — only where ``changes``
+        is not given). strength: 0 redraws from the picture's own latent; above 0, candidates move that
+        far from it and the one the describer reads closest to the spec, and nearest to the picture,
+        is kept (what a self-check asks for on a retry). mask: (H, W) in [0, 1], 1 where it may change."""
+        if options:
+            raise UnsupportedOperation(f"unknown edit option(s): {', '.join(sorted(options))}")
+        self.check_inputs(GenerateRequest(prompt=prompt, n=n, seed=seed))
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be between 0 and 1, got {strength}")
+        if not 1 <= candidates <= 256:
+            raise ValueError(f"candidates must be between 1 and 256, got {candidates}")
+        from pixelchat.vision.editing import blend, candidate_latents, feather, mask_tensor
+
+        src = self.source(image, source_prompt)
+        if changes is None:
+            said = self.read([prompt])[0][0] if target is None else target
+            changes = {k: v for k, v in said.items() if src.spec.values.get(k) != v}
+        try:
+            check_values(changes, self.schema)
+            new = src.spec.with_values(changes)
+            new = _repair(new, changes, self.schema)
+            check_values(new.values, self.schema, complete=True)
+        except SpecError as e:
+            raise ValueError(f"cannot make that change: {e}") from None
+        x0 = self.image_tensor(image)
+        user_mask = None if mask is None else feather(mask_tensor(mask, self.model_cfg.size), 1.0)
+        cond = self.spec_tensor([new])
+        base = seed if seed is not None else secrets.randbelow(2**32)
+        k = max(n, candidates if strength > 0 else n)
+        zs = candidate_latents(src.z[0], strength, k, torch.Generator().manual_seed(base))
+        images = self.redraw(zs, cond)
+        if user_mask is not None:
+            images = blend(images, x0, user_mask)
+        if strength > 0:
+            target_seen = {k: v for k, v in _observable(new.values, self.schema).items()}
+            order = self._rank(images, target_seen, x0)[:n]
+            images, zs = images[order], zs[order]
+        else:
+            images, zs = images[:n], zs[:n]
+        return self._spec_results(images, zs, prompt, base, "edit", src, new, strength=strength, mask=mask is not None,
+                                  changes=dict(changes))
+
+    def vary(self, image: Image.Image, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
+             candidates: int | None = None, **options) -> list[GeneratedImage]:
+        """``n`` variations: the same spec, the latent moved by ``strength``."""
+        if options:
+            raise UnsupportedOperation(f"unknown variation option(s): {', '.join(sorted(options))}")
+        if not 1 <= n <= MAX_IMAGES:
+            raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be above 0 and at most 1, got {strength}")
+        check_seed(seed)
+        src = self.source(image)
+        base = seed if seed is not None else secrets.randbelow(2**32)
+        gen = torch.Generator().manual_seed(base)
+        theta = strength * math.pi / 2
+        zs = math.cos(theta) * src.z + math.sin(theta) * torch.randn((n, self.model_cfg.z_dim), generator=gen)
+        images = self.redraw(zs, src.text)
+        return self._spec_results(images, zs, src.prompt, base, "vary", src, src.spec, strength=strength)
+
+    def _spec_results(self, images: torch.Tensor, zs: torch.Tensor, prompt: str, seed: int, operation: str,
+                      src: Source, spec: SceneSpec, **details) -> list[GeneratedImage]:
+        out = self._results(images, zs, prompt or _spec_prompt(spec, self.schema), seed, operation, src, **details)
+        for r in out:
+            r.record["spec"] = spec.to_dict()
+        return out
+
+
+def _observable(values: dict[str, str], schema) -> dict[str, str]:
+    if not is_scenes(schema):
+        return dict(values)
+    from pixelchat.data.scenes import observable
+
+    shown = observable(values)
+    if shown.get("water") == "none":
+        shown.pop("boat", None)
+    return shown
+
+
+def _spec_prompt(spec: SceneSpec, schema) -> str:
+    if is_scenes(schema):
+        from pixelchat.data.captions import scene_prompt
+
+        return scene_prompt(_observable(spec.values, schema))
+    return ", ".join(spec.values.values())
+
+
+def _repair(spec: SceneSpec, asked: dict[str, str], schema) -> SceneSpec:
+    """What an asked change forces on the rest of a scenes spec: the moon needs night, night has no sun,
+    a boat needs water, no water holds no boat; the forced values are marked as said."""
+    if not is_scenes(schema):
+        return spec
+    v, forced = dict(spec.values), {}
+    if asked.get("celestial") == "moon" and v["time"] != "night":
+        forced["time"] = "night"
+    if asked.get("celestial") == "sun" and v["time"] == "night":
+        forced["time"] = "day"
+    time = forced.get("time", v["time"])
+    if "celestial" not in asked and ((time == "night" and v["celestial"] == "sun")
+                                     or (time != "night" and v["celestial"] == "moon")):
+        forced["celestial"] = "moon" if time == "night" else "sun"
+    if asked.get("boat") == "yes" and v["water"] == "none":
+        forced["water"] = "lake"
+    if asked.get("water") == "none" and v["boat"] == "yes":
+        forced["boat"] = "no"
+    return spec.with_values(forced) if forced else spec
+
+
+def _record_spec(record: dict | None, schema) -> SceneSpec | None:
+    try:
+        return SceneSpec.from_dict(record["spec"], schema)
+    except (KeyError, TypeError, SpecError):
+        return None
+
+
+def match_classes(prompt: str, schema: dict[str, list[str]]) -> tuple[dict[str, str], dict[str, float]]:
+    """A one-attribute schema (class folders, CIFAR, MNIST, digits): the class whose name the prompt
+    says as a word (the longest, where several match); nothing said otherwise."""
+    import re
+
+    low = " ".join(re.sub(r"[^a-z0-9]+", " ", prompt.lower()).split())
+    said, confidence = {}, {}
+    for name, values in schema.items():
+        hits = [v for v in values if re.search(rf"\b{re.escape(' '.join(re.sub(r'[^a-z0-9]+', ' ', v.lower()).split()))}\b", low)]
+        if hits:
+            said[name], confidence[name] = max(hits, key=len), 1.0
+    return said, confidence

@@ -1,0 +1,211 @@
+"""The text path of the dual-path model: a prompt reader, prompt → partial scene spec.
+
+A small network on the frozen MiniLM token states: per attribute, a learned query attends over
+the prompt's tokens (attention pooling) and a head picks one of the attribute's values or "not
+said". It learns from the training captions, which carry the attributes they name, so it reads
+wording nobody wrote a pattern for ("beneath a glowing moon") through the encoder's sense of
+words; the pattern reader (`read_attributes`) still answers where it is sure and the network is
+not (see `read_prompt`).
+
+    reader = load_reader()
+    read_prompt(reader, encoder, "snowy peaks at dusk with no boats")
+    # Reading(values={'time': 'sunset', 'terrain': 'mountains', 'snow': 'yes', 'boat': 'no'}, confidence={...})
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_READER = WEIGHTS / "reader-scenes"
+# Below this confidence the network's reading of an attribute gives way to the pattern reader's.
+PATTERN_BELOW = 0.9
+
+
+@dataclass
+class ReaderConfig:
+    schema: dict[str, list[str]]
+    text_encoder: str = "all-MiniLM-L6-v2"
+    text_dim: int = 384
+    hidden: int = 128
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ReaderConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown reader config field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class PromptReader(nn.Module):
+    """Token states (B, T, D) → per attribute, logits over its values and a last class, "not said"."""
+
+    def __init__(self, cfg: ReaderConfig):
+        super().__init__()
+        self.cfg = cfg
+        a, h = len(cfg.schema), cfg.hidden
+        self.keys = nn.Linear(cfg.text_dim, h)
+        self.values = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU())
+        self.queries = nn.Parameter(torch.randn(a, h) / math.sqrt(h))
+        self.heads = nn.ModuleList(nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, len(v) + 1))
+                                   for v in cfg.schema.values())
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        scores = torch.einsum("bth,ah->bat", self.keys(tokens), self.queries) / math.sqrt(self.cfg.hidden)  # (B, A, T)
+        scores = scores.masked_fill(~mask.bool()[:, None, :], float("-inf"))
+        pooled = torch.einsum("bat,bth->bah", scores.softmax(-1), self.values(tokens))  # (B, A, H)
+        return [head(pooled[:, k]) for k, head in enumerate(self.heads)]  # each (B, values + 1)
+
+
+@dataclass
+class Reading:
+    """What a prompt says: attribute → value, and the reader's confidence in each."""
+
+    values: dict[str, str]
+    confidence: dict[str, float] = field(default_factory=dict)
+    by: dict[str, str] = field(default_factory=dict)  # attribute → "network" | "pattern"
+
+
+def load_reader(path: str | Path | None = None) -> PromptReader:
+    from pixelchat.training.checkpoint import load_network
+
+    return load_network(path or DEFAULT_READER, "prompt-reader", lambda c: PromptReader(ReaderConfig.from_dict(c)))
+
+
+@torch.inference_mode()
+def reader_probabilities(reader: PromptReader, encoder, prompts: list[str]) -> list[torch.Tensor]:
+    enc = encoder.encode([p.strip() for p in prompts])
+    return [logits.softmax(-1) for logits in reader(enc.tokens, enc.mask)]
+
+
+def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns: bool = True) -> list[Reading]:
+    """Each prompt's reading: the network's, with the pattern reader's where the network is unsure."""
+    from pixelchat.text.instructions import read_attributes
+
+    schema = reader.cfg.schema
+    probs = reader_probabilities(reader, encoder, prompts)
+    out = []
+    for i, prompt in enumerate(prompts):
+        values, confidence, by = {}, {}, {}
+        for k, (name, vals) in enumerate(schema.items()):
+            p = probs[k][i]
+            j = int(p.argmax())
+            if j < len(vals):
+                values[name], confidence[name], by[name] = vals[j], float(p[j]), "network"
+        if patterns and _is_scenes(schema):
+            for name, value in read_attributes(prompt).items():
+                if name not in values or (values[name] != value and confidence[name] < PATTERN_BELOW):
+                    values[name], by[name] = value, "pattern"
+                    confidence[name] = float(probs[list(schema).index(name)][i][list(schema[name]).index(value)])
+        order = list(schema)
+        out.append(Reading({k: values[k] for k in order if k in values}, {k: round(confidence[k], 4) for k in order if k in values},
+                           {k: by[k] for k in order if k in values}))
+    return out
+
+
+def read_prompt(reader: PromptReader, encoder, prompt: str, *, patterns: bool = True) -> Reading:
+    return read_prompts(reader, encoder, [prompt], patterns=patterns)[0]
+
+
+def _is_scenes(schema) -> bool:
+    from pixelchat.data.spec import is_scenes
+
+    return is_scenes(schema)
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def caption_set(n: int, seed: int, split: str) -> tuple[list[str], list[dict[str, str]]]:
+    """``n`` scenes captions of ``split``'s phrasings and, for each, the attributes it names."""
+    from pixelchat.data.captions import caption_scene
+    from pixelchat.data.scenes import sample_attributes
+
+    captions, named = [], []
+    for i in range(n):
+        attrs = sample_attributes(np.random.default_rng([seed, i, 0]))
+        caption, mentioned = caption_scene(attrs, np.random.default_rng([seed, i, 1]), split=split)
+        captions.append(caption)
+        named.append({k: attrs[k] for k in mentioned})
+    return captions, named
+
+
+def reading_labels(named: list[dict[str, str]], schema: dict[str, list[str]]) -> torch.Tensor:
+    """(N, A) targets: the value's index, or len(values) for "not said"."""
+    out = torch.empty((len(named), len(schema)), dtype=torch.long)
+    for i, said in enumerate(named):
+        for k, (name, vals) in enumerate(schema.items()):
+            out[i, k] = vals.index(said[name]) if name in said else len(vals)
+    return out
+
+
+def reader_scores(readings: list[Reading], named: list[dict[str, str]], schema: dict[str, list[str]]) -> dict:
+    """Per attribute, the share of prompts read right (the value, or "not said"); and exact readings."""
+    per = {}
+    for name in schema:
+        per[name] = float(np.mean([r.values.get(name) == n.get(name) for r, n in zip(readings, named)]))
+    exact = float(np.mean([r.values == n for r, n in zip(readings, named)]))
+    return {"per_attribute": per, "mean": float(np.mean(list(per.values()))), "exact": exact}
+
+
+def train_reader(out: str | Path, *, n_train: int = 20_000, n_test: int = 2_000, minutes: float = 5.0,
+                 steps: int | None = None, batch_size: int = 128, lr: float = 2e-3, seed: int = 0, encoder=None, progress: bool = True) -> Path:
+    """Train the prompt reader on training-split captions for ``minutes`` (or ``steps``, whichever comes
+    first); score it on held-out phrasings ("eval" split)."""
+    from rich.progress import track
+
+    from pixelchat.data.scenes import SCHEMA
+    from pixelchat.text.encoder import load_text_encoder
+    from pixelchat.training.checkpoint import module_tensors, save_checkpoint
+
+    torch.manual_seed(seed)
+    encoder = encoder or load_text_encoder()
+    schema = {k: list(v) for k, v in SCHEMA.items()}
+    cfg = ReaderConfig(schema=schema, text_encoder=encoder.name, text_dim=encoder.dim)
+    captions, named = caption_set(n_train, seed, "train")
+    labels = reading_labels(named, schema)
+    tokens, masks = [], []
+    for i in track(range(0, n_train, 512), description="encoding captions", disable=not progress, transient=True):
+        enc = encoder.encode(captions[i:i + 512])
+        tokens.append(enc.tokens.half()), masks.append(enc.mask)
+    tokens, masks = torch.cat(tokens), torch.cat(masks)  # (N, T, D) fp16, (N, T)
+    reader = PromptReader(cfg)
+    opt = torch.optim.AdamW(reader.parameters(), lr=lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    t0, step = time.time(), 0
+    while time.time() - t0 < minutes * 60 and (steps is None or step < steps):
+        idx = torch.randint(n_train, (batch_size,), generator=gen)
+        logits = reader(tokens[idx].float(), masks[idx])
+        loss = sum(F.cross_entropy(lg, labels[idx, k]) for k, lg in enumerate(logits)) / len(logits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+    reader.eval()
+    test_captions, test_named = caption_set(n_test, seed + 1, "eval")
+    scores = {
+        "network": reader_scores(read_prompts(reader, encoder, test_captions, patterns=False), test_named, schema),
+        "with_patterns": reader_scores(read_prompts(reader, encoder, test_captions), test_named, schema),
+    }
+    meta = {"kind": "prompt-reader", "prompt-reader": cfg.to_dict(),
+            "training": {"n_train": n_train, "steps": step, "minutes": round((time.time() - t0) / 60, 2),
+                         "batch_size": batch_size, "lr": lr, "seed": seed, "split": "train"},
+            "text_encoder": {"name": encoder.name, "sha256": encoder.weights_sha256},
+            "test": {"split": "eval", "n": n_test, **scores}}
+    path = save_checkpoint(out, module_tensors("prompt-reader", reader), meta)
+    if progress:
+        print(json.dumps(meta["test"], indent=1))
+    return path

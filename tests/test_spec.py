@@ -1,0 +1,163 @@
+"""The dual path: scene specs, their completion, the spec-conditioned generator and its engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pixelchat.data.scenes import SCHEMA, validate_attributes
+from pixelchat.data.spec import FILLED, SAID, SceneSpec, SpecError, check_values, complete_spec
+from pixelchat.engines import GenerateRequest, load_engine
+from pixelchat.models import ModelConfig, build_discriminator, build_generator
+from pixelchat.train import train
+
+from conftest import TINY_MODEL, TINY_TRAIN
+
+SCENES = {k: list(v) for k, v in SCHEMA.items()}
+
+
+def test_completion_is_reproducible_per_seed_and_keeps_what_was_said():
+    said = {"water": "lake", "time": "night"}
+    a, b = complete_spec(said, SCENES, seed=5), complete_spec(said, SCENES, seed=5)
+    assert a == b
+    assert a.values["water"] == "lake" and a.values["time"] == "night"
+    assert a.source["water"] == SAID and a.source["terrain"] == FILLED
+    others = {tuple(complete_spec(said, SCENES, seed=s).values.values()) for s in range(20)}
+    assert len(others) > 10  # open attributes differ from seed to seed
+
+
+@pytest.mark.parametrize("said", [{}, {"celestial": "moon"}, {"boat": "yes"}, {"celestial": "sun"},
+                                  {"time": "night", "clouds": "many"}, {"water": "none"}])
+def test_completion_respects_every_constraint(said):
+    for seed in range(60):
+        spec = complete_spec(said, SCENES, seed)
+        validate_attributes(spec.values)  # raises on a broken constraint
+        assert all(spec.values[k] == v for k, v in said.items())
+
+
+def test_completion_follows_the_prior():
+    # the renderer draws snow in 30% of scenes: the completion does too (60 seeds: well inside 5-60%)
+    snowy = np.mean([complete_spec({}, SCENES, s).values["snow"] == "yes" for s in range(200)])
+    assert 0.15 < snowy < 0.45
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"boat": "yes", "water": "none"}, "boat needs water"),
+    ({"celestial": "moon", "time": "day"}, "moon"),
+    ({"dragon": "yes"}, "unknown attribute"),
+    ({"boat": "maybe"}, "expected one of"),
+])
+def test_impossible_or_unknown_specs_are_refused(values, message):
+    with pytest.raises(SpecError, match=message):
+        check_values(values, SCENES)
+    with pytest.raises(SpecError, match=message):
+        complete_spec(values, SCENES, 0)
+
+
+def test_spec_round_trips_through_its_record():
+    spec = complete_spec({"house": "yes"}, SCENES, 3, {"house": 0.93})
+    again = SceneSpec.from_dict(spec.to_dict(), SCENES)
+    assert again.values == spec.values and again.source == spec.source
+    assert again.confidence["house"] == pytest.approx(0.93)
+    with pytest.raises(SpecError):
+        SceneSpec.from_dict({"values": {**spec.values, "boat": "yes", "water": "none"}}, SCENES)
+
+
+def test_spec_generator_shapes_and_conditioning():
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="specgan", size=32, ngf=4, ndf=4, max_channels=16, schema=SCENES)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    for p in G.parameters():  # move away from the identity initialisation of the fusion layers
+        p.data += 0.05 * torch.randn_like(p)
+    z = torch.randn(2, cfg.z_dim)
+    spec = torch.zeros(2, len(SCENES), dtype=torch.long)
+    other = spec.clone()
+    other[:, list(SCENES).index("time")] = 2
+    x = G(z, spec)
+    assert x.shape == (2, 3, 32, 32) and x.abs().max() <= 1
+    assert (G(z, other) - x).abs().mean() > 1e-3
+    assert D(x, spec).shape == (2,)
+    assert [t.shape[1] for t in D.attribute_logits(D.features(x))] == [len(v) for v in SCENES.values()]
+
+
+def test_spec_config_is_checked():
+    with pytest.raises(ValueError, match="schema"):
+        ModelConfig(arch="textgan", schema=SCENES)
+    with pytest.raises(ValueError, match="at least two"):
+        ModelConfig(arch="specgan", schema={"class": ["only"]})
+    with pytest.raises(ValueError, match="schema"):
+        build_generator(ModelConfig(arch="specgan"))
+
+
+@pytest.fixture(scope="module")
+def spec_model(tmp_path_factory, scenes_folder):
+    out = tmp_path_factory.mktemp("spec") / "run"
+    return train(str(scenes_folder), arch="specgan", size=32, out=out, steps=3, model_options=TINY_MODEL,
+                 train_options=TINY_TRAIN)
+
+
+def test_spec_model_trains_saves_loads_and_redraws_identical_pixels(spec_model):
+    engine = load_engine(spec_model)
+    assert engine.info.arch == "specgan" and engine.schema == SCENES
+    request = GenerateRequest("a boat on a lake at night", n=3, seed=11)
+    first, again = engine.generate(request), engine.generate(request)
+    for a, b in zip(first, again):
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    spec = first[0].record["spec"]
+    assert {k: spec["values"][k] for k in ("boat", "water", "time")} == {"boat": "yes", "water": "lake", "time": "night"}
+    assert spec["source"]["boat"] == SAID and spec["source"]["terrain"] == FILLED
+    # image i is seed + i, alone
+    alone = engine.generate(GenerateRequest("a boat on a lake at night", n=1, seed=12))[0]
+    assert np.array_equal(np.asarray(alone.image), np.asarray(first[1].image))
+    assert alone.record["spec"] == first[1].record["spec"]
+
+
+def test_spec_model_refuses_an_impossible_prompt(spec_model):
+    engine = load_engine(spec_model)
+    with pytest.raises(ValueError, match="boat needs water"):
+        engine.generate(GenerateRequest("a landscape", spec={"boat": "yes", "water": "none"}))
+    with pytest.raises(ValueError, match="expected one of"):
+        engine.generate(GenerateRequest("a landscape", spec={"terrain": "ocean"}))
+
+
+def test_an_edit_keeps_z_and_every_untouched_value(spec_model):
+    from pixelchat.edit import edit
+
+    engine = load_engine(spec_model)
+    picture = engine.generate(GenerateRequest("hills by a lake by day", seed=4))[0]
+    picture.image.info["pixelchat"] = picture.record
+    result = edit(picture.image, "make it night", model=spec_model)
+    record = result.images[0].record
+    before, after = picture.record["spec"]["values"], record["spec"]["values"]
+    assert after["time"] == "night" and record["spec"]["source"]["time"] == SAID
+    assert {k: v for k, v in after.items() if k not in ("time", "celestial")} == \
+        {k: v for k, v in before.items() if k not in ("time", "celestial")}
+    assert record["latent"] == picture.record["latent"]  # z kept
+    assert record["edit"]["changes"] == {"time": "night"}
+
+
+def test_spec_training_on_a_class_dataset(tmp_path):
+    """A one-attribute schema (the digits' classes): the class is said by name or drawn from the prior."""
+    path = train("digits", arch="specgan", size=32, out=tmp_path / "digits", steps=2, model_options=TINY_MODEL,
+                 train_options=TINY_TRAIN)
+    engine = load_engine(path)
+    assert list(engine.schema) == ["class"]
+    said = engine.generate(GenerateRequest("a handwritten seven", seed=0))[0].record["spec"]
+    assert said["values"] == {"class": "seven"} and said["source"] == {"class": SAID}
+    drawn = {engine.generate(GenerateRequest("a digit", seed=s))[0].record["spec"]["values"]["class"] for s in range(12)}
+    assert len(drawn) > 3
+
+
+def test_spec_training_refuses_free_captions(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (40, 40), (i * 40, 90, 30)).save(folder / f"p{i}.png")
+        (folder / f"p{i}.txt").write_text(f"a photo number {i}")
+    with pytest.raises(ValueError, match="no schema"):
+        train(str(folder), arch="specgan", size=32, out=tmp_path / "run", steps=1, model_options=TINY_MODEL,
+              train_options=TINY_TRAIN)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
