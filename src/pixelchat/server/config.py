@@ -24,6 +24,9 @@ class Settings(BaseSettings):
                                                 "default: the shipped model.")
     engine: Literal["gan", "diffusers"] | None = Field(
         None, description="The engine serving `model`; default: diffusers for a pipeline folder, else gan.")
+    model_aliases: str = Field("dall-e-2,dall-e-3,gpt-image-1,gpt-image-1-mini,gpt-image-1.5",
+                               description="Model names the OpenAI-compatible API also answers to with the served "
+                                           "model (listed by GET /v1/models), comma-separated; blank: none.")
     secret_key: str | None = Field(None, description="Signs image URLs; default: generated once into data_dir.")
     url_ttl_s: int = Field(3600, ge=10, description="How long a signed image URL stays valid.")
     public_url: str | None = Field(None, description="Base URL in returned image links; default: the request's.")

@@ -9,6 +9,7 @@ from PIL import Image
 from pixelchat.server.errors import APIError
 from pixelchat.server.jobs import BATCHED, JobQueue, Made
 from pixelchat.server.models import Job, SessionRow
+from pixelchat.server.quality import self_check
 
 
 def engine_of(queue: JobQueue):
@@ -56,8 +57,9 @@ def styled(results, style_name: str | None, palette: list[str] | None = None) ->
 def generate_request(payload: dict):
     from pixelchat.engines import GenerateRequest
 
-    return GenerateRequest(prompt=payload["prompt"], n=int(payload.get("n", 1)), seed=payload.get("seed"),
-                           negative_prompt=payload.get("negative_prompt") or None)
+    candidates = int(payload.get("candidates", 1))  # the self-check's, per picture (pixelchat.server.quality)
+    return GenerateRequest(prompt=payload["prompt"], n=int(payload.get("n", 1)) * candidates, seed=payload.get("seed"),
+                           size=payload.get("size"), negative_prompt=payload.get("negative_prompt") or None)
 
 
 def generate_batch(queue: JobQueue, jobs: list[Job]) -> list[Made]:
@@ -65,10 +67,22 @@ def generate_batch(queue: JobQueue, jobs: list[Job]) -> list[Made]:
     results = client_errors(lambda: engine.generate_batch([generate_request(j.payload) for j in jobs]))
     out = []
     for job, images in zip(jobs, results):
-        made = styled(images, job.payload.get("style"), job.payload.get("palette"))
-        made.result = {"revised_prompt": job.payload["prompt"]}
+        p = job.payload
+        images, runners_up = self_check(engine, p["prompt"], images, int(p.get("candidates", 1)))
+        made = styled(images, p.get("style"), p.get("palette"))
+        made.result = {"revised_prompt": p["prompt"]}
+        publish_partials(queue, p, runners_up)
         out.append(made)
     return out
+
+
+def publish_partials(queue: JobQueue, payload: dict, runners_up) -> None:
+    """A streaming request's partial pictures (the candidates not kept, weakest first) to the topic it
+    listens on; they are not stored."""
+    if payload.get("partials") and runners_up:
+        partial = styled(runners_up, payload.get("style"), payload.get("palette"))
+        queue.events.publish(payload["partials"], {"type": "partial", "images": partial.images,
+                                                   "records": partial.records})
 
 
 def upload(queue: JobQueue, job: Job, name: str) -> Image.Image | None:
@@ -91,16 +105,20 @@ def run(queue: JobQueue, job: Job) -> Made:
 
         picture, mask = upload(queue, job, "image"), upload(queue, job, "mask")
         options = {"strength": p["strength"]} if p.get("strength") is not None else {}
-        result = client_errors(lambda: edit(picture.convert("RGB"), p["prompt"], mask=mask, n=int(p.get("n", 1)),
+        options.update(p.get("engine_options") or {})  # what quality asked for (pixelchat.server.quality)
+        n, partials = int(p.get("n", 1)), int(p.get("partial_images", 0))  # runners-up to stream, best last
+        result = client_errors(lambda: edit(picture.convert("RGB"), p["prompt"], mask=mask, n=n + partials,
                                             seed=p.get("seed"), model=model, **options))
-        made = styled(result.images, None)
+        publish_partials(queue, p, result.images[n:][::-1])
+        made = styled(result.images[:n], None)
         made.result = {"revised_prompt": result.revised_prompt}
         return made
     if job.kind == "vary":
         from pixelchat.edit import vary
 
         picture = upload(queue, job, "image").convert("RGB")
-        results = client_errors(lambda: vary(picture, n=int(p.get("n", 1)), seed=p.get("seed"), model=model))
+        results = client_errors(lambda: vary(picture, n=int(p.get("n", 1)), seed=p.get("seed"), model=model,
+                                             **(p.get("engine_options") or {})))
         made = styled(results, None)
         made.result = {"revised_prompt": results[0].record.get("prompt", "") if results else ""}
         return made

@@ -2,28 +2,36 @@
 `/v1/images/variations`, `GET /v1/models`, and the signed image links that
 ``response_format="url"`` returns.
 
-Requests take OpenAI's fields; the extras other compatible servers accept (``seed``,
-``negative_prompt``, ``style``) work the same here. Every picture made is stored (PNG with its
-record) under the user's account.
+Requests take OpenAI's fields, so an app written for DALL·E or gpt-image-1 works unchanged (what
+each field does here: docs/openai-api.md). OpenAI's model names are aliases of the served model
+(`Settings.model_aliases`); fields OpenAI does not know are ignored, as OpenAI ignores them; a field
+of the wrong type is a 400 in OpenAI's error shape. The extras other compatible servers accept
+(``seed``, ``negative_prompt``, ``style``) work the same here. Every picture made is stored (PNG with
+its record) under the user's account.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
+import secrets
 import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from pixelchat.server.deps import CurrentUser, SessionDep, SettingsDep
-from pixelchat.server.errors import APIError, responses
+from pixelchat.server.errors import APIError, error_body, responses
+from pixelchat.server.events import frame
 from pixelchat.server.handlers import client_errors, generate_request
 from pixelchat.server.jobs import Outcome, request_hash
 from pixelchat.server.models import ImageRow
+from pixelchat.server.quality import (MAX_PARTIAL_IMAGES, drawn_quality, edit_options, generation_candidates,
+                                      takes)
 from pixelchat.server.security import sign, signature_ok
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -32,15 +40,19 @@ MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Idempotency-Key, a full queue
 JOB_ERRORS = responses(404, 409, 503)
 UPLOAD_ERRORS = {**JOB_ERRORS, **responses(413, 415)}
-
-
+STREAMED = {200: {"content": {"text/event-stream": {}},
+                  "description": "With stream=true: server-sent events, partial pictures first, then each final one"}}
+# input_fidelity on an edit: how far the redraw may move from the picture (high keeps closer to it)
+FIDELITY_STRENGTH = {"high": 0.2}
+Quality = Literal["auto", "standard", "hd", "low", "medium", "high"]
 async def submit_job(request: Request, user, kind: str, payload: dict, fingerprint: dict, *,
-                     files: dict | None = None, session_id: str | None = None):
+                     files: dict | None = None, session_id: str | None = None, end_user: str | None = None):
     """Queue the work as a job. An ``Idempotency-Key`` header binds the key to this route and
-    ``fingerprint`` (the request's fields): sent again, it returns the first job."""
+    ``fingerprint`` (the request's fields): sent again, it returns the first job. ``end_user``: the
+    app's own user (OpenAI's ``user``), named in the moderation log."""
     text = payload.get("prompt") or (payload.get("text") if kind == "message" else None)
     if text:
-        await run_in_threadpool(moderate, request, user, text)
+        await run_in_threadpool(moderate, request, user, text, end_user)
     key = request.headers.get("idempotency-key")
     job, _ = await run_in_threadpool(request.app.state.jobs.submit, user.id, kind, payload, session_id=session_id,
                                      idempotency_key=key, files=files,
@@ -48,40 +60,49 @@ async def submit_job(request: Request, user, kind: str, payload: dict, fingerpri
     return job
 
 
-def moderate(request: Request, user, text: str) -> None:
+def moderate(request: Request, user, text: str, end_user: str | None = None) -> None:
     """The content policy on a prompt or message, before any work: a blocked one is OpenAI's 400
-    ``content_policy_violation``. Every decision goes to the operator's log (the text only if asked)."""
+    ``content_policy_violation``. Every decision goes to the operator's log (the text only if asked).
+    OpenAI's ``moderation`` field does not reach here: no request can relax the operator's policy."""
     from pixelchat.safety.moderation import log_decision
 
     decision = request.app.state.moderator.check(text)
-    log_decision(decision, user=user.name, prompt=text, log_prompts=request.app.state.settings.log_prompts)
+    who = f"{user.name}/{end_user}" if end_user else user.name
+    log_decision(decision, user=who, prompt=text, log_prompts=request.app.state.settings.log_prompts)
     if not decision.allowed:
         raise APIError(400, decision.reason, param="prompt", code="content_policy_violation")
 
 
 async def run_job(request: Request, user, kind: str, payload: dict, fingerprint: dict, *,
-                  files: dict | None = None, session_id: str | None = None) -> Outcome:
+                  files: dict | None = None, session_id: str | None = None, end_user: str | None = None) -> Outcome:
     """Queue the work as a job (see `submit_job`) and wait for it; a failed job raises its error."""
-    job = await submit_job(request, user, kind, payload, fingerprint, files=files, session_id=session_id)
+    job = await submit_job(request, user, kind, payload, fingerprint, files=files, session_id=session_id,
+                           end_user=end_user)
     outcome = await request.app.state.jobs.wait(job.id)
     outcome.raise_error()
     return outcome
 
 
 class GenerationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # as OpenAI: a field it does not know is not an error
 
     prompt: str = Field(min_length=1, max_length=1000)
-    model: str | None = None
+    model: str | None = Field(None, description="The served model's id or one of its aliases (GET /v1/models).")
     n: int = Field(1, ge=1, le=10)
-    size: str | None = Field(None, description="'WxH' among the served model's sizes, or 'auto'.")
+    size: str | None = Field(None, description="'WxH' (W = H) among the sizes the served model draws, or 'auto'.")
     response_format: Literal["b64_json", "url"] = "b64_json"
     output_format: Literal["png", "jpeg", "webp"] = "png"
-    output_compression: int | None = Field(None, ge=0, le=100)
-    quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None
-    background: Literal["auto", "opaque"] | None = None
-    moderation: Literal["auto", "low"] | None = None
-    user: str | None = Field(None, max_length=256)
+    output_compression: int | None = Field(None, ge=0, le=100, description="JPEG and WebP quality, 0–100.")
+    quality: Quality | None = Field(None, description="How many candidates the self-check compares per picture: "
+                                                      "low/auto/standard 1, medium 2, high/hd 4.")
+    background: Literal["auto", "opaque", "transparent"] | None = Field(
+        None, description="'transparent' is refused: the model draws opaque pictures.")
+    moderation: Literal["auto", "low"] | None = Field(
+        None, description="Both apply the operator's content policy; 'low' does not relax it.")
+    stream: bool = Field(False, description="Answer with server-sent events: partial pictures, then the final ones.")
+    partial_images: int = Field(0, ge=0, le=MAX_PARTIAL_IMAGES,
+                                description="Runners-up of the self-check to stream before the final picture.")
+    user: str | None = Field(None, max_length=256, description="Your end user, for the moderation log.")
     # extras accepted by other OpenAI-compatible image servers
     seed: int | None = Field(None, ge=0)
     negative_prompt: str | None = Field(None, max_length=1000)
@@ -92,15 +113,37 @@ class GenerationRequest(BaseModel):
 class ImageData(BaseModel):
     b64_json: str | None = None
     url: str | None = None
-    revised_prompt: str
+    revised_prompt: str | None = Field(None, description="The prompt drawn, where it is not the one sent "
+                                                         "(an edit's instruction read into a whole prompt).")
     id: str | None = Field(None, description="The stored picture (GET /api/images/{id}); not in OpenAI's API.")
+
+
+class TokenDetails(BaseModel):
+    image_tokens: int
+    text_tokens: int
+
+
+class Usage(BaseModel):
+    """OpenAI's usage block. The model has no tokens; here a text token is a word of the prompt, an
+    image token an uploaded picture, and an output token a picture handed back (partial ones included)."""
+
+    input_tokens: int
+    input_tokens_details: TokenDetails
+    output_tokens: int
+    total_tokens: int
 
 
 class ImagesResponse(BaseModel):
     created: int
     data: list[ImageData]
+    model: str = Field(description="The model that drew the pictures (whichever alias was asked for).")
     output_format: str
     size: str
+    background: Literal["opaque"] = "opaque"
+    quality: Literal["low", "medium", "high"] | None = Field(
+        None, description="The quality the pictures were drawn at; absent where the engine has no such setting.")
+    usage: Usage
+    notes: list[str] | None = Field(None, description="What was done differently from the request, and why.")
 
 
 class Model(BaseModel):
@@ -108,6 +151,7 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "pixelchat"
+    root: str = Field(description="The model that answers to this id (itself, or the model an alias names).")
 
 
 class ModelList(BaseModel):
@@ -121,20 +165,44 @@ def served(request: Request):
     return engine_of(request.app.state.jobs)
 
 
+def aliases(settings) -> list[str]:
+    return list(dict.fromkeys(a.strip() for a in settings.model_aliases.split(",") if a.strip()))
+
+
 def check_model(request: Request, model: str | None):
+    """The served engine, asked for by its id, one of its aliases, or not at all."""
     engine = served(request)
-    if model not in (None, "", engine.info.id):
-        raise APIError(404, f"The model '{model}' does not exist; this server has '{engine.info.id}' (GET /v1/models).",
-                       param="model", code="model_not_found")
+    names = [engine.info.id, *aliases(request.app.state.settings)]
+    if model not in (None, "", *names):
+        raise APIError(404, f"The model '{model}' does not exist; this server has {', '.join(map(repr, names))} "
+                            "(GET /v1/models).", param="model", code="model_not_found")
     return engine
 
 
-def check_size(engine, size: str | None) -> str:
-    native = f"{engine.info.size}x{engine.info.size}"
-    if size not in (None, "auto", native):
-        raise APIError(400, f"size {size!r} is not supported by {engine.info.id}; supported: {native!r} or 'auto'",
-                       param="size", code="invalid_size")
-    return native
+def drawable_sizes(engine) -> tuple[int, ...]:
+    """The square sides the engine draws (several where it has an upsampler)."""
+    return tuple(getattr(engine.info, "sizes", None) or (engine.info.size,))
+
+
+def check_size(engine, size: str | None, sides: tuple[int, ...] | None = None) -> int:
+    """OpenAI's ``size`` ('WxH' or 'auto') → the side to draw; a size the model does not draw is a 400
+    naming those it does."""
+    sides = sides or drawable_sizes(engine)
+    default = getattr(engine.info, "default_size", engine.info.size)
+    if size in (None, "", "auto"):
+        return default if default in sides else sides[0]
+    m = re.fullmatch(r"(\d+)x(\d+)", size.strip())
+    if m and m[1] == m[2] and int(m[1]) in sides:
+        return int(m[1])
+    listed = ", ".join(f"'{s}x{s}'" for s in sides)
+    raise APIError(400, f"size {size!r} is not drawn by {engine.info.id}; it draws {listed} or 'auto'.",
+                   param="size", code="invalid_size")
+
+
+def check_background(background: str | None) -> None:
+    if background == "transparent":
+        raise APIError(400, "background 'transparent' is not supported: this model draws opaque pictures; "
+                            "send 'auto' or 'opaque'.", param="background", code="unsupported_value")
 
 
 def encode(image, fmt: str, compression: int | None, record: dict) -> bytes:
@@ -151,22 +219,54 @@ def image_url(request: Request, settings, image_id: str, fmt: str) -> str:
     return f"{base}/v1/images/files/{image_id}.{fmt}?expires={expires}&signature={signature}"
 
 
+def usage(prompt: str, images_in: int, images_out: int) -> Usage:
+    words = len(re.findall(r"\w+", prompt))
+    return Usage(input_tokens=words + images_in, input_tokens_details=TokenDetails(image_tokens=images_in,
+                                                                                  text_tokens=words),
+                 output_tokens=images_out, total_tokens=words + images_in + images_out)
+
+
+class Answer(BaseModel):
+    """How the pictures of one request go back: its format choices and what the response says about them."""
+
+    kind: Literal["generation", "edit", "variation"]
+    prompt: str
+    model: str
+    size: int
+    response_format: str = "b64_json"
+    output_format: str = "png"
+    compression: int | None = None
+    quality: str | None = None
+    images_in: int = 0
+    partial_images: int = 0
+    notes: list[str] = []
+
+
 @router.get("/models", response_model=ModelList)
 def list_models(request: Request, user: CurrentUser) -> ModelList:
-    info = served(request).info
-    return ModelList(data=[Model(id=info.id, created=int(request.app.state.started))])
+    """The served model, and the OpenAI model names that answer with it."""
+    info, created = served(request).info, int(request.app.state.started)
+    return ModelList(data=[Model(id=name, created=created, root=info.id)
+                           for name in dict.fromkeys([info.id, *aliases(request.app.state.settings)])])
 
 
 @router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
-             responses=JOB_ERRORS)
-async def create_images(body: GenerationRequest, request: Request, user: CurrentUser,
-                        settings: SettingsDep) -> ImagesResponse:
+             responses={**STREAMED, **JOB_ERRORS})
+async def create_images(body: GenerationRequest, request: Request, user: CurrentUser, settings: SettingsDep):
     engine = check_model(request, body.model)
-    size = check_size(engine, body.size)
-    payload = generation_payload(engine, body)
-    outcome = await run_job(request, user, "generate", payload, body.model_dump())
-    return await run_in_threadpool(answer, outcome, request, settings, body.response_format, body.output_format,
-                                   body.output_compression, size)
+    side = check_size(engine, body.size)
+    check_background(body.background)
+    payload = {**generation_payload(engine, body), "size": side,
+               "candidates": generation_candidates(body.quality, body.partial_images if body.stream else 0)}
+    answer_as = Answer(kind="generation", prompt=body.prompt, model=engine.info.id, size=side,
+                       response_format=body.response_format, output_format=body.output_format,
+                       compression=body.output_compression, quality=drawn_quality("generation", body.quality),
+                       partial_images=body.partial_images if body.stream else 0)
+    fingerprint = body.model_dump()
+    if body.stream:
+        return await streamed(request, user, "generate", payload, fingerprint, answer_as, end_user=body.user)
+    outcome = await run_job(request, user, "generate", payload, fingerprint, end_user=body.user)
+    return await run_in_threadpool(answer, outcome, request, settings, answer_as)
 
 
 def generation_payload(engine, body) -> dict:
@@ -189,19 +289,89 @@ def generation_payload(engine, body) -> dict:
     return payload
 
 
-def answer(outcome: Outcome, request: Request, settings, response_format: str, output_format: str,
-           compression: int | None, size: str) -> ImagesResponse:
+def answer(outcome: Outcome, request: Request, settings, how: Answer) -> ImagesResponse:
     """A finished job's pictures in OpenAI's shape."""
-    revised = outcome.result.get("revised_prompt", "")
+    revised = outcome.result.get("revised_prompt") or None
+    revised = revised if revised and revised != how.prompt else None
     data = []
     for image_id, png, image, record in zip(outcome.ids, outcome.pngs, outcome.images, outcome.records):
-        if response_format == "url":
-            data.append(ImageData(url=image_url(request, settings, image_id, output_format), revised_prompt=revised,
-                                  id=image_id))
+        if how.response_format == "url":
+            data.append(ImageData(url=image_url(request, settings, image_id, how.output_format),
+                                  revised_prompt=revised, id=image_id))
         else:
-            raw = png if output_format == "png" else encode(image, output_format, compression, record)
+            raw = png if how.output_format == "png" else encode(image, how.output_format, how.compression, record)
             data.append(ImageData(b64_json=base64.b64encode(raw).decode(), revised_prompt=revised, id=image_id))
-    return ImagesResponse(created=int(time.time()), data=data, output_format=output_format, size=size)
+    return ImagesResponse(created=int(time.time()), data=data, model=how.model, output_format=how.output_format,
+                          size=f"{how.size}x{how.size}", quality=how.quality,
+                          usage=usage(how.prompt, how.images_in, len(data)), notes=how.notes or None)
+
+
+async def streamed(request: Request, user, kind: str, payload: dict, fingerprint: dict, how: Answer, *,
+                   files: dict | None = None, end_user: str | None = None) -> StreamingResponse:
+    """The job's pictures as OpenAI streams them: ``image_generation.partial_image`` (or
+    ``image_edit.…``) events with the runners-up the job publishes, weakest first, then one
+    ``….completed`` event per picture; a failed job ends with an ``error`` event. A refusal before the
+    job runs (moderation, a full queue) is an ordinary error response."""
+    topic = f"partials:{secrets.token_hex(12)}"
+    sub = request.app.state.events.subscribe(topic)  # before the job exists, so no partial is missed
+    try:
+        job = await submit_job(request, user, kind, {**payload, "partials": topic}, fingerprint, files=files,
+                               end_user=end_user)
+    except BaseException:
+        sub.close()
+        raise
+    prefix = "image_generation" if kind == "generate" else "image_edit"
+    checkers = request.app.state.jobs.checkers
+
+    def partial_events(event: dict, first: int) -> list[dict]:
+        from pixelchat.safety.checkers import run_checkers
+
+        out = []
+        for image, record in zip(event["images"], event["records"]):
+            if first + len(out) >= how.partial_images:
+                break
+            if checkers and run_checkers(checkers, image, record) is not None:
+                continue  # a partial picture an output check would withhold is not sent
+            out.append({**common(), "type": f"{prefix}.partial_image", "partial_image_index": first + len(out),
+                        "b64_json": b64(encode(image, how.output_format, how.compression, record))})
+        return out
+
+    def common() -> dict:
+        return {"created_at": int(time.time()), "background": "opaque", "output_format": how.output_format,
+                "quality": how.quality or "auto", "size": f"{how.size}x{how.size}"}
+
+    def completed(outcome: Outcome, sent: int) -> list[dict]:
+        final = answer(outcome, request, request.app.state.settings, how.model_copy(update={"response_format":
+                                                                                           "b64_json"}))
+        spent = usage(how.prompt, how.images_in, len(final.data) + sent).model_dump()
+        return [{**common(), "type": f"{prefix}.completed", "b64_json": item.b64_json, "usage": spent,
+                 "model": how.model, "id": item.id, **({"revised_prompt": item.revised_prompt}
+                                                        if item.revised_prompt else {})} for item in final.data]
+
+    async def body():
+        try:
+            outcome = await request.app.state.jobs.wait(job.id)
+            sent = 0
+            while not sub.queue.empty():  # published on this loop before the job was resolved
+                for event in await run_in_threadpool(partial_events, sub.queue.get_nowait(), sent):
+                    sent += 1
+                    yield frame(event)
+            if outcome.error is not None:
+                e = outcome.error
+                yield frame({"type": "error", **error_body(e.get("status", 500), e.get("message", "the job failed"),
+                                                            e.get("param"), e.get("code"))})
+                return
+            for event in await run_in_threadpool(completed, outcome, sent):
+                yield frame(event)
+        finally:
+            sub.close()
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
 
 
 def fingerprint_of(image) -> str:
@@ -209,11 +379,11 @@ def fingerprint_of(image) -> str:
 
 
 async def read_upload(request: Request, files: list[UploadFile], param: str, mode: str):
-    """One uploaded picture, read under the byte cap and decoded as hostile input."""
+    """The first uploaded picture, read under the byte cap and decoded as hostile input."""
     from pixelchat.server.uploads import Limits, UploadError, decode_image, read_capped
 
-    if len(files) != 1:
-        raise APIError(400, f"send exactly one '{param}' file", param=param, code="invalid_value")
+    if not files:
+        raise APIError(400, f"send a '{param}' file", param=param, code="invalid_value")
     limit = request.app.state.settings.max_upload_bytes
     try:
         data = await read_capped(files[0], limit, param=param)
@@ -226,30 +396,50 @@ def uploaded(single: UploadFile | None, many: list[UploadFile] | None) -> list[U
     return [f for f in [single, *(many or [])] if f is not None]
 
 
+def picture_size(engine, kind: str, size: str | None) -> int:
+    """The side an edit or variation is drawn at: any the model draws where the engine takes a size
+    for this operation, else its own size."""
+    takes_size = takes(getattr(engine, "edit" if kind == "edit" else "vary"), "size")
+    return check_size(engine, size, None if takes_size else (engine.info.size,))
+
+
 @router.post("/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
-             responses=UPLOAD_ERRORS)
+             responses={**STREAMED, **UPLOAD_ERRORS})
 async def create_edit(
     request: Request, user: CurrentUser, settings: SettingsDep,
     prompt: Annotated[str, Form(min_length=1, max_length=1000)],
     image: Annotated[UploadFile | None, File(description="PNG, JPEG or WebP")] = None,
-    images: Annotated[list[UploadFile] | None, File(alias="image[]")] = None,
+    images: Annotated[list[UploadFile] | None,
+                      File(alias="image[]", description="Several pictures: the first is edited (the answer says so)")
+                      ] = None,
     mask: Annotated[UploadFile | None, File(description="Transparent (or white on black) where it may change")] = None,
     n: Annotated[int, Form(ge=1, le=10)] = 1,
     size: Annotated[str | None, Form()] = None,
     response_format: Annotated[Literal["b64_json", "url"], Form()] = "b64_json",
     output_format: Annotated[Literal["png", "jpeg", "webp"], Form()] = "png",
     output_compression: Annotated[int | None, Form(ge=0, le=100)] = None,
+    quality: Annotated[Quality | None, Form(description="Candidates the edit ranks: low 8, high 64, "
+                                                        "else the engine's default")] = None,
+    background: Annotated[Literal["auto", "opaque", "transparent"] | None, Form()] = None,
+    input_fidelity: Annotated[Literal["low", "high"] | None, Form(description="high: the redraw keeps closer to "
+                                                                              "the picture (strength 0.2)")] = None,
+    stream: Annotated[bool, Form()] = False,
+    partial_images: Annotated[int, Form(ge=0, le=MAX_PARTIAL_IMAGES)] = 0,
     model: Annotated[str | None, Form()] = None,
     end_user: Annotated[str | None, Form(alias="user", max_length=256)] = None,
     seed: Annotated[int | None, Form(ge=0)] = None,
     strength: Annotated[float | None, Form(ge=0, le=1)] = None,
-) -> ImagesResponse:
+):
     """Edit a picture by instruction ("add a boat") or by a prompt for the whole picture."""
     from pixelchat.imagefiles import ImageFileError, mask_array
 
     engine = check_model(request, model)
-    native = check_size(engine, size)
-    picture = await read_upload(request, uploaded(image, images), "image", "RGB")
+    side = picture_size(engine, "edit", size)
+    check_background(background)
+    files = uploaded(image, images)
+    notes = [f"{len(files)} pictures were sent; the first was edited and the others were not used."] \
+        if len(files) > 1 else []
+    picture = await read_upload(request, files, "image", "RGB")
     m = None
     if mask is not None:
         m = await read_upload(request, [mask], "mask", "RGBA")
@@ -258,12 +448,22 @@ async def create_edit(
         except ImageFileError as e:
             raise APIError(400, str(e), param="mask", code="invalid_mask") from None
 
-    fields = {"prompt": prompt, "n": n, "seed": seed, "strength": strength}
-    outcome = await run_job(request, user, "edit", fields,
-                            {**fields, "image": fingerprint_of(picture), "mask": m and fingerprint_of(m)},
-                            files={"image": picture, **({"mask": m} if m is not None else {})})
-    return await run_in_threadpool(answer, outcome, request, settings, response_format, output_format,
-                                   output_compression, native)
+    if strength is None and input_fidelity in FIDELITY_STRENGTH:
+        strength = FIDELITY_STRENGTH[input_fidelity]
+    options = edit_options(engine, "edit", quality, n)
+    partials = partial_images if stream else 0
+    fields = {"prompt": prompt, "n": n, "seed": seed, "strength": strength, "engine_options": options or {},
+              "partial_images": partials}
+    how = Answer(kind="edit", prompt=prompt, model=engine.info.id, size=side, response_format=response_format,
+                 output_format=output_format, compression=output_compression,
+                 quality=None if options is None else drawn_quality("edit", quality),
+                 images_in=len(files), partial_images=partials, notes=notes)
+    fingerprint = {**fields, "image": fingerprint_of(picture), "mask": m and fingerprint_of(m), "stream": stream}
+    upload_files = {"image": picture, **({"mask": m} if m is not None else {})}
+    if stream:
+        return await streamed(request, user, "edit", fields, fingerprint, how, files=upload_files, end_user=end_user)
+    outcome = await run_job(request, user, "edit", fields, fingerprint, files=upload_files, end_user=end_user)
+    return await run_in_threadpool(answer, outcome, request, settings, how)
 
 
 @router.post("/images/variations", response_model=ImagesResponse, response_model_exclude_none=True,
@@ -275,6 +475,9 @@ async def create_variation(
     size: Annotated[str | None, Form()] = None,
     response_format: Annotated[Literal["b64_json", "url"], Form()] = "b64_json",
     output_format: Annotated[Literal["png", "jpeg", "webp"], Form()] = "png",
+    output_compression: Annotated[int | None, Form(ge=0, le=100)] = None,
+    quality: Annotated[Quality | None, Form(description="Candidates per picture: low 1, high 8, "
+                                                        "else the engine's default")] = None,
     model: Annotated[str | None, Form()] = None,
     end_user: Annotated[str | None, Form(alias="user", max_length=256)] = None,
     seed: Annotated[int | None, Form(ge=0)] = None,
@@ -282,13 +485,16 @@ async def create_variation(
     """Pictures like the given one: same attributes, other details."""
 
     engine = check_model(request, model)
-    native = check_size(engine, size)
+    side = picture_size(engine, "vary", size)
     picture = await read_upload(request, [image], "image", "RGB")
-
-    fields = {"n": n, "seed": seed}
+    options = edit_options(engine, "vary", quality, n)
+    fields = {"n": n, "seed": seed, "engine_options": options or {}}
+    how = Answer(kind="variation", prompt="", model=engine.info.id, size=side, response_format=response_format,
+                 output_format=output_format, compression=output_compression,
+                 quality=None if options is None else drawn_quality("variation", quality), images_in=1)
     outcome = await run_job(request, user, "vary", fields, {**fields, "image": fingerprint_of(picture)},
                             files={"image": picture})
-    return await run_in_threadpool(answer, outcome, request, settings, response_format, output_format, None, native)
+    return await run_in_threadpool(answer, outcome, request, settings, how)
 
 
 @router.get("/images/files/{name}", response_class=Response, include_in_schema=True,
