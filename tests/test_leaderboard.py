@@ -97,3 +97,12 @@ def test_standings_count_votes_and_ratings():
     assert by["d"].score == pytest.approx(1000.0) and (by["d"].votes, by["d"].mean_stars) == (0, 2.0)  # rated, never compared
     assert by["c"].mean_stars is None and by["c"].ratings == 0
     assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)
+
+
+def test_votes_between_a_models_own_pictures_count_and_leave_its_score_alone():
+    votes = [("big", "small", 1.0), ("big", "small", 0.5)]
+    plain = {r.model: r for r in standings(votes)}
+    rows = {r.model: r for r in standings(votes, own_votes=["big", "big", "solo"])}
+    assert (rows["big"].votes, rows["big"].own_votes) == (4, 2) and rows["small"].own_votes == 0
+    assert rows["big"].score == pytest.approx(plain["big"].score)
+    assert rows["solo"].votes == 1 and rows["solo"].score == pytest.approx(1000.0)  # only its own: average

@@ -16,14 +16,14 @@ from conftest import error_of  # noqa: E402
 from pixelchat.server.models import ImageRow, SessionRow, User  # noqa: E402
 
 
-def add_image(server, owner="ada", model=None, session_id=None, shade=0) -> str:
+def add_image(server, owner="ada", model=None, session_id=None, shade=0, prompt="hills") -> str:
     """A stored PNG and its row, as if ``model`` had drawn it for ``owner``."""
     png = io.BytesIO()
     Image.new("RGB", (8, 8), (shade, 40, 90)).save(png, "PNG")
     sha = server.app.state.store.put(png.getvalue())
     with server.app.state.sessions() as db:
         user = db.scalar(select(User).where(User.name == owner))
-        row = ImageRow(id=secrets.token_hex(16), user_id=user.id, sha256=sha, prompt="hills", record={},
+        row = ImageRow(id=secrets.token_hex(16), user_id=user.id, sha256=sha, prompt=prompt, record={},
                        model=model, session_id=session_id)
         db.add(row)
         db.commit()
@@ -95,14 +95,26 @@ def test_votes_need_two_visible_distinct_pictures(server):
     assert err["param"] == "winner"
 
 
+def test_votes_compare_like_with_like(server):
+    """Two pictures of one prompt (whatever its case and spacing); pictures of two prompts are refused."""
+    ada = server.as_user("ada")
+    lake, lake_too = add_image(server, model="big", prompt="a lake"), add_image(server, model="small", prompt=" A  lake")
+    desert = add_image(server, model="small", prompt="a desert")
+    assert server.post("/api/votes", headers=ada, json={"image_a": lake, "image_b": lake_too,
+                                                        "winner": "a"}).status_code == 201
+    err = error_of(server.post("/api/votes", headers=ada, json={"image_a": lake, "image_b": desert, "winner": "a"}), 400)
+    assert err["param"] == "image_b" and "same prompt" in err["message"]
+
+
 def test_leaderboard_ranks_models_by_votes_with_their_ratings(server):
     ada = server.as_user("ada")
-    big = [add_image(server, model="big", shade=i) for i in range(2)]
-    small = [add_image(server, model="small", shade=10 + i) for i in range(2)]
+    big = [add_image(server, model="big", shade=i) for i in range(3)]
+    small = [add_image(server, model="small", shade=10 + i) for i in range(3)]
     unknown = add_image(server, shade=30)
     votes = [(big[0], small[0], "a"), (big[1], small[1], "a"), (small[0], big[1], "b"), (big[0], small[1], "a"),
-             (small[1], big[0], "a"), (big[1], small[0], "tie"),
-             (big[0], big[1], "a"), (unknown, small[0], "a")]  # the last two are skipped: same model, unknown model
+             (small[2], big[2], "a"), (big[2], small[0], "tie"),
+             (big[0], big[1], "a"),  # two of big's own: counted in its votes, not in its score
+             (unknown, small[0], "a")]  # an unknown model: skipped
     for a, b, winner in votes:
         r = server.post("/api/votes", headers=ada, json={"image_a": a, "image_b": b, "winner": winner})
         assert r.status_code == 201, r.text
@@ -113,10 +125,11 @@ def test_leaderboard_ranks_models_by_votes_with_their_ratings(server):
     assert board["method"] == "bradley-terry"
     assert [m["model"] for m in board["models"]] == ["big", "small"]
     first, second = board["models"]
-    assert {k: first[k] for k in ("votes", "wins", "losses", "ties", "mean_stars", "ratings")} == {
-        "votes": 6, "wins": 4, "losses": 1, "ties": 1, "mean_stars": 4.5, "ratings": 2}
-    assert {k: second[k] for k in ("votes", "wins", "losses", "ties", "mean_stars", "ratings")} == {
-        "votes": 6, "wins": 1, "losses": 4, "ties": 1, "mean_stars": 2.0, "ratings": 1}
+    keys = ("votes", "own_votes", "wins", "losses", "ties", "mean_stars", "ratings")
+    assert {k: first[k] for k in keys} == {
+        "votes": 7, "own_votes": 1, "wins": 4, "losses": 1, "ties": 1, "mean_stars": 4.5, "ratings": 2}
+    assert {k: second[k] for k in keys} == {
+        "votes": 6, "own_votes": 0, "wins": 1, "losses": 4, "ties": 1, "mean_stars": 2.0, "ratings": 1}
     assert first["score"] > 1000 > second["score"]
     assert first["score"] - 1000 == pytest.approx(1000 - second["score"], abs=0.2)
     assert error_of(server.get("/api/leaderboard"), 401)

@@ -157,6 +157,12 @@ def test_sign_in_refine_in_two_turns_and_branch_from_history(browser, base_url, 
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#notice")).to_contain_text("ncorrect")
     expect(page.locator("#tabs")).to_be_hidden()
+    expect(page.locator("#local-account")).to_be_hidden()  # this server has accounts: no one-click account
+    # the right password: signed in, and the earlier error is gone
+    page.locator("#login-form").get_by_label("Password").fill(PASSWORDS["ada"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#me")).to_have_text("ada")
+    expect(page.locator("#notice")).to_be_hidden()
     context.close()
 
     page = open_as("ada")
@@ -216,10 +222,33 @@ def test_live_preview_follows_the_words_while_typing(open_as):
     page.get_by_role("button", name="Draw 4").click()
     expect(page.locator("#variations li.card")).to_have_count(4)
     shot(page, "create-live-preview")
-    # a prompt the content policy blocks: the server refuses it, and the page says why
+    # a prompt the content policy blocks: the server refuses it, and the page says why, once
     prompt.fill("a photo of a mutilated corpse")
     prompt.dispatch_event("input")
-    expect(page.locator("#notice")).to_contain_text("Blocked by the content policy")
+    expect(page.locator("#notice")).to_contain_text("blocked by the content policy")
+    said = page.locator("#notice-text").inner_text()
+    assert said.lower().count("content policy") == 1 and said.count(".") <= 1, said
+    # the next picture drawn clears it
+    prompt.fill("a lake at noon")
+    prompt.dispatch_event("input")
+    expect(page.locator("#preview")).to_have_attribute("data-prompt", "a lake at noon")
+    expect(page.locator("#notice")).to_be_hidden()
+    assert not page.errors
+
+
+def test_draw_4_keeps_the_previewed_seed_and_shows_seeds(open_as):
+    page = open_as("ada")
+    page.locator('#tabs a[data-view="create"]').click()
+    page.locator("#prompt").press_sequentially("hills by a lake at dawn", delay=20)
+    expect(page.locator("#preview")).to_have_attribute("data-prompt", "hills by a lake at dawn")
+    seed = int(re.search(r"seed (\d+)", page.locator("#preview-caption").inner_text())[1])
+    page.get_by_role("button", name="Draw 4").click()
+    cards = page.locator("#variations li.card")
+    expect(cards).to_have_count(4)
+    expect(cards.locator(".seed")).to_have_text([f"seed {seed + i}" for i in range(4)])
+    first = cards.first.get_attribute("data-id")
+    record = page.evaluate("async (id) => (await fetch(`/api/images/${id}`)).json()", first)["record"]
+    assert record["seed"] == seed and record["prompt"] == "hills by a lake at dawn"  # the preview's picture
     assert not page.errors
 
 
@@ -300,7 +329,10 @@ def test_a_room_shares_turns_live_and_the_server_refuses_a_viewer(open_as):
     expect(bob.locator(REPLIES)).to_have_count(1)  # arrived live, no reload
     say(bob, "add a boat", 2)
     expect(ada.locator(REPLIES)).to_have_count(2)
-    expect(ada.locator("#log li.user").last).to_have_text("add a boat")
+    turns = ada.locator("#log li.user")
+    expect(turns.last).to_contain_text("add a boat")
+    expect(turns.locator(".author")).to_have_text(["you", "bob"])  # who said each turn
+    expect(bob.locator("#log li.user .author")).to_have_text(["ada", "you"])
     shot(bob, "room-shared-conversation")
 
     # ada makes bob a viewer: his page offers nothing to change, and a forced attempt is refused by the server
@@ -343,6 +375,11 @@ def test_rate_vote_gallery_search_and_download(open_as):
     expect(card.locator(".stars")).to_have_attribute("data-rated", "4")
     rating = page.evaluate("async (id) => (await fetch(`/api/images/${id}/rating`)).json()", image_id)
     assert rating["mine"] == 4
+    page.reload()  # the stars come back from the server
+    page.locator('#tabs a[data-view="gallery"]').click()
+    rated = page.locator(f'#gallery li.card[data-id="{image_id}"] .stars')
+    expect(rated).to_have_attribute("data-rated", "4")
+    expect(rated.locator("input:checked")).to_have_value("4")
     with page.expect_download() as download:
         card.get_by_role("link", name="Download").click()
     from PIL import Image
@@ -400,6 +437,64 @@ def test_a_phone_sized_screen_has_no_sideways_scrolling(open_as):
         expect(page.locator(f"#view-{view}")).to_be_visible()
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{view} is {overflow}px wider than the screen"
-    page.locator('#tabs a[data-view="chat"]').click()
+    for tab in page.locator("#tabs a").all():  # every tab on screen, none cut off
+        box = tab.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, tab.inner_text()
+
+    def on_screen(selector: str) -> None:
+        box = page.locator(selector).bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844, f"{selector} is off screen: {box}"
+
+    # Create: the live preview and the prompt together
+    page.locator('#tabs a[data-view="create"]').click()
+    page.locator("#prompt").press_sequentially("a lake at noon", delay=20)
+    expect(page.locator("#preview")).to_have_attribute("data-prompt", "a lake at noon")
+    page.evaluate("window.scrollTo(0, 0)")
+    on_screen("#preview")
+    on_screen("#prompt")
+    shot(page, "phone-create")
+    # Chat: the picture and the message box together, after a few turns
+    new_conversation(page, "phone")
+    say(page, "a lake at noon", 1)
+    say(page, "add a boat", 2)
+    say(page, "make it night", 3)
+    expect(page.locator("#current")).to_be_visible()
+    page.evaluate("window.scrollTo(0, 0)")
+    on_screen("#current")
+    on_screen("#message")
     shot(page, "phone-chat")
+    assert not page.errors
+
+
+def test_compare_pairs_pictures_of_one_prompt_and_counts_the_vote(open_as):
+    page = open_as("cy")
+    for prompt in ("a desert at night", "hills with a house"):
+        drawn = page.evaluate("""async (prompt) => {
+            const csrf = (await (await fetch('/api/me')).json()).csrf_token;
+            const r = await fetch('/v1/images/generations', {method: 'POST', headers: {'Content-Type':
+                'application/json', 'X-CSRF-Token': csrf}, body: JSON.stringify({prompt, n: 2})});
+            return r.status;
+        }""", prompt)
+        assert drawn == 200
+    page.locator('#tabs a[data-view="compare"]').click()
+    for _ in range(3):  # every pair shown is like with like
+        expect(page.locator("#duel-a")).to_have_attribute("data-id", re.compile(r"[0-9a-f]{32}"))
+        assert page.locator("#duel-a-caption").inner_text() == page.locator("#duel-b-caption").inner_text()
+        before = page.locator("#duel-a").get_attribute("data-id"), page.locator("#duel-b").get_attribute("data-id")
+        page.get_by_role("button", name="Left is better").click()
+        expect(page.locator("#status")).to_contain_text("vote counted")
+        expect(page.locator("#duel-a")).not_to_have_attribute("data-id", before[0])
+    # one model drew them all: its row counts the votes, which leave its score alone
+    expect(page.locator("#leaderboard tbody tr")).to_have_count(1)
+    expect(page.locator("#leaderboard tbody td.votes")).to_have_text(["3"])
+    # a vote between pictures of two prompts says nothing about either: the server refuses it
+    refused = page.evaluate("""async () => {
+        const me = await (await fetch('/api/me')).json();
+        const {data} = await (await fetch('/api/images?limit=200')).json();
+        const a = data.find((d) => d.prompt === 'a desert at night'), b = data.find((d) => d.prompt !== a.prompt);
+        const r = await fetch('/api/votes', {method: 'POST', headers: {'Content-Type': 'application/json',
+            'X-CSRF-Token': me.csrf_token}, body: JSON.stringify({image_a: a.id, image_b: b.id, winner: 'a'})});
+        return [r.status, (await r.json()).error.message];
+    }""")
+    assert refused[0] == 400 and "same prompt" in refused[1]
     assert not page.errors

@@ -87,19 +87,26 @@ class Standing:
     ties: int
     mean_stars: float | None
     ratings: int
+    own_votes: int = 0  # votes between two of its own pictures: counted in ``votes``, not in the score
 
 
 def standings(comparisons: Iterable[Comparison], ratings: Iterable[tuple[str, int]] = (),
-              **fit_options) -> list[Standing]:
+              own_votes: Iterable[str] = (), **fit_options) -> list[Standing]:
     """One row per model that was compared or rated, best score first: its Bradley–Terry score (see
     `bradley_terry`, which takes ``fit_options``), its votes won, lost and tied, and the mean of its
-    ``ratings`` (pairs of model and stars)."""
+    ``ratings`` (pairs of model and stars). ``own_votes`` names the model of each vote between two of
+    its own pictures (say, two seeds of one prompt): they count in its votes and leave its score alone,
+    since they say nothing about one model against another."""
     comparisons = list(comparisons)
     stars: dict[str, list[int]] = {}
     for model, given in ratings:
         stars.setdefault(model, []).append(given)
-    scores = bradley_terry(comparisons, models=stars, **fit_options)
+    own = list(own_votes)
+    scores = bradley_terry(comparisons, models=[*stars, *own], **fit_options)
     rows = {m: Standing(m, s, 0, 0, 0, 0, None, 0) for m, s in scores.items()}
+    for model in own:
+        rows[model].votes += 1
+        rows[model].own_votes += 1
     for a, b, outcome in comparisons:
         for model, result in ((a, outcome), (b, 1 - outcome)):
             row = rows[model]

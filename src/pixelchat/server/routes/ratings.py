@@ -112,8 +112,11 @@ def cast_vote(body: VoteIn, user: CurrentUser, db: SessionDep) -> VotePublic:
     """Say which of two pictures is better, or that they tie."""
     if body.image_a == body.image_b:
         raise APIError(400, "A vote compares two different pictures.", param="image_b", code="invalid_value")
-    visible(db, user, body.image_a, "image_a")
-    visible(db, user, body.image_b, "image_b")
+    pictures = visible(db, user, body.image_a, "image_a"), visible(db, user, body.image_b, "image_b")
+    if len({same_prompt(row.prompt) for row in pictures}) > 1:  # like with like, or the vote says nothing
+        raise APIError(400, "A vote compares two pictures of the same prompt; these are of "
+                            f"'{pictures[0].prompt}' and '{pictures[1].prompt}'.", param="image_b",
+                       code="invalid_value")
     vote = Vote(user_id=user.id, image_a=body.image_a, image_b=body.image_b, winner=body.winner)
     db.add(vote)
     db.commit()
@@ -121,17 +124,25 @@ def cast_vote(body: VoteIn, user: CurrentUser, db: SessionDep) -> VotePublic:
                       created=vote.created)
 
 
+def same_prompt(prompt: str) -> str:
+    """What makes two pictures like with like: the same prompt, whatever its case and spacing."""
+    return " ".join(prompt.casefold().split())
+
+
 @router.get("/leaderboard", response_model=Leaderboard)
 def leaderboard(user: CurrentUser, db: SessionDep) -> Leaderboard:
-    """Models ranked by a Bradley–Terry fit to every vote between pictures of two different models
-    (1000 is average; 400 points is ten-to-one odds), with their star ratings."""
+    """Models ranked by a Bradley–Terry fit to every vote between pictures of one prompt by two
+    different models (1000 is average; 400 points is ten-to-one odds), with their star ratings. A vote
+    between two pictures of one model counts in its votes (``own_votes``) and not in its score."""
     a, b = aliased(ImageRow), aliased(ImageRow)
-    votes = db.execute(select(a.model, b.model, Vote.winner).join(a, Vote.image_a == a.id)
+    votes = db.execute(select(a.model, b.model, a.prompt, b.prompt, Vote.winner).join(a, Vote.image_a == a.id)
                        .join(b, Vote.image_b == b.id)
-                       .where(a.model.is_not(None), b.model.is_not(None), a.model != b.model)).all()
+                       .where(a.model.is_not(None), b.model.is_not(None))).all()
+    votes = [(ma, mb, w) for ma, mb, pa, pb, w in votes if same_prompt(pa) == same_prompt(pb)]
     ratings = db.execute(select(ImageRow.model, Rating.stars).join(ImageRow, Rating.image_id == ImageRow.id)
                          .where(ImageRow.model.is_not(None))).all()
-    rows = standings([(ma, mb, OUTCOMES[w]) for ma, mb, w in votes], [(m, s) for m, s in ratings])
+    rows = standings([(ma, mb, OUTCOMES[w]) for ma, mb, w in votes if ma != mb], [(m, s) for m, s in ratings],
+                     own_votes=[ma for ma, mb, _ in votes if ma == mb])
     return Leaderboard(models=[replace(r, score=round(r.score, 1),
                                        mean_stars=None if r.mean_stars is None else round(r.mean_stars, 3))
                                for r in rows])

@@ -20,7 +20,7 @@ from pixelchat.server.access import allows, role_in, room_for, session_for
 from pixelchat.server.deps import CurrentUser, SessionDep
 from pixelchat.server.errors import APIError, responses
 from pixelchat.server.events import event_stream
-from pixelchat.server.models import ImageRow, RoomMember, SessionRow
+from pixelchat.server.models import ImageRow, RoomMember, SessionRow, User
 from pixelchat.server.routes import Timestamp
 from pixelchat.server.routes.jobs import JobPublic, public as job_public
 from pixelchat.server.routes.openai_images import submit_job
@@ -70,6 +70,7 @@ class NodePublic(BaseModel):
     negative: list[str]
     created: str
     image_id: str | None = Field(None, description="The stored picture of this turn (GET /api/images/{id}).")
+    author: str | None = Field(None, description="Who said this turn (in a room, one of its members).")
 
 
 class SessionSummary(BaseModel):
@@ -116,14 +117,18 @@ def detail(db, user, row: SessionRow) -> SessionPublic:
 
     s = Session.from_json(row.data)
     images: dict[int, str] = {}
-    for image_id, record in db.execute(select(ImageRow.id, ImageRow.record).where(ImageRow.session_id == row.id)
-                                       .order_by(ImageRow.created)):
+    authors: dict[int, str] = {}  # a turn's picture was stored under the account of whoever said it
+    for image_id, record, author in db.execute(select(ImageRow.id, ImageRow.record, User.name)
+                                               .join(User, User.id == ImageRow.user_id)
+                                               .where(ImageRow.session_id == row.id).order_by(ImageRow.created)):
         if isinstance(record, dict) and isinstance(record.get("session_node"), int):
             images[record["session_node"]] = image_id
+            authors[record["session_node"]] = author
     role = "owner" if row.user_id == user.id else role_in(db, user, row.room_id)
     nodes = [NodePublic(id=n.id, parent=n.parent, message=n.message, kind=n.kind, prompt=n.prompt,
                         attributes=n.attributes, reply=n.reply, style=n.style, palette=n.palette, negative=n.negative,
-                        created=n.created, image_id=images.get(n.id)) for n in s.nodes.values()]
+                        created=n.created, image_id=images.get(n.id), author=authors.get(n.id))
+             for n in s.nodes.values()]
     return SessionPublic(**summary(row).model_dump(), role=role or "viewer", seed=s.seed, checks=s.checks,
                          current=s.current, path=[n.id for n in s.path()], nodes=nodes)
 

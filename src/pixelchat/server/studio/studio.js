@@ -11,7 +11,7 @@ const state = {
   room: null, roomEvents: null,
   seed: randomSeed(),
   gallery: { q: '', before: null },
-  duel: null,
+  duel: null, voted: new Set(), // pairs voted on in this visit (the server keeps one vote per pair)
   upload: null, // { blob, width, height }
 };
 
@@ -44,6 +44,7 @@ async function api(method, path, { json, form, signal } = {}) {
     throw new ApiError(0, 'The server cannot be reached. Is pixelchat serve still running?', 'network');
   }
   if (!response.ok) throw await errorOf(response);
+  if (method !== 'GET') clearError(); // an action went through: an earlier error no longer holds
   return response;
 }
 
@@ -66,7 +67,10 @@ async function errorOf(response) {
 function explain(e) {
   if (!(e instanceof ApiError)) return `Something went wrong in the page: ${e.message}`;
   const wait = e.retryAfter ? ` Try again in ${e.retryAfter} s.` : ' Try again in a moment.';
-  if (e.code === 'content_policy_violation') return `Blocked by the content policy: ${e.message}`;
+  if (e.code === 'content_policy_violation') {
+    // the server's own sentence when it says what blocked it; else one that does
+    return /content policy|withheld/i.test(e.message) ? sentence(e.message) : `Blocked by the content policy: ${e.message}`;
+  }
   switch (e.status) {
     case 0: return e.message;
     case 401: return state.me ? 'Your sign-in has ended. Please sign in again.' : e.message;
@@ -82,7 +86,17 @@ function explain(e) {
   }
 }
 
+const sentence = (text) => {
+  const s = text.trim();
+  return s.charAt(0).toUpperCase() + s.slice(1) + (/[.!?]$/.test(s) ? '' : '.');
+};
+
 let noticeTimer;
+function clearError() {
+  const box = $('#notice');
+  if (box.className === 'error' && !box.hidden) { box.hidden = true; clearTimeout(noticeTimer); }
+}
+
 function notify(text, kind = 'error') {
   const box = $('#notice');
   $('#notice-text').textContent = text;
@@ -162,7 +176,10 @@ async function fillStars(container, imageId) {
   if (!imageId) return;
   let mine = null;
   try { mine = (await getJSON(`/api/images/${encodeURIComponent(imageId)}/rating`)).mine; } catch { /* shown unrated */ }
-  container.replaceWith(Object.assign(stars(imageId, mine), { id: container.id }));
+  const filled = stars(imageId, mine);
+  if (container.id) filled.id = container.id;
+  if (mine) filled.dataset.rated = mine;
+  container.replaceWith(filled);
 }
 
 // A card for a stored picture: the picture, its prompt, rating, download and more.
@@ -176,9 +193,12 @@ function card(image, { onDelete, extra } = {}) {
   if (onDelete) {
     actions.append(el('button', { type: 'button', class: 'small danger', onclick: () => onDelete(image, li) }, 'Delete'));
   }
-  li.append(picture(image.id, image.prompt), el('p', { class: 'prompt' }, image.prompt || '(no prompt)'),
-    stars(image.id, null), actions);
+  const rating = el('span', { class: 'stars' });
+  const seed = image.record && Number.isInteger(image.record.seed) ? el('p', { class: 'hint seed' }, `seed ${image.record.seed}`) : null;
+  li.append(picture(image.id, image.prompt), el('p', { class: 'prompt' }, image.prompt || '(no prompt)'), seed,
+    rating, actions);
   if (extra) li.append(extra);
+  fillStars(rating, image.id); // the caller's stars, as the server has them
   return li;
 }
 
@@ -211,6 +231,7 @@ async function start() {
   $('#notice-close').addEventListener('click', () => { $('#notice').hidden = true; });
   $('#smooth').addEventListener('change', (e) => document.body.classList.toggle('smooth', e.target.checked));
   $('#login-form').addEventListener('submit', login);
+  $('#local-start').addEventListener('click', takeLocalAccount);
   $('#logout').addEventListener('click', logout);
   setupPalette($('#create-palette'));
   setupPalette($('#chat-palette'));
@@ -267,6 +288,22 @@ function signedOut() {
   delete document.body.dataset.user;
   show('login');
   $('#login-name').focus();
+  offerLocalAccount();
+}
+
+// First run on one's own machine (loopback, no accounts yet): one click instead of the CLI.
+async function offerLocalAccount() {
+  let offer = { available: false };
+  try { offer = await getJSON('/api/local-account'); } catch { /* sign in as usual */ }
+  $('#local-account').hidden = !offer.available;
+}
+
+async function takeLocalAccount() {
+  await busy($('#local-start'), 'Starting…', async () => {
+    const answer = await sendJSON('POST', '/api/local-account', {});
+    $('#local-account').hidden = true;
+    await signedIn(answer.user.name, answer.csrf_token);
+  });
 }
 
 // --- views -----------------------------------------------------------------------------------
@@ -363,14 +400,15 @@ async function drawMany(event) {
   event.preventDefault();
   const fields = generationFields();
   if (!fields.prompt) return notify('Describe a picture first.');
-  if (!$('#seed-lock').checked) { state.seed = randomSeed(); $('#seed').value = state.seed; fields.seed = state.seed; }
+  // the previewed picture's seed: the first of the four is the preview, the others the next seeds
   await busy($('#draw'), 'Drawing…', async () => {
     const answer = await sendJSON('POST', '/v1/images/generations', { ...fields, n: 4 });
     const list = $('#variations');
     $('#variations-title').hidden = false;
-    const cards = answer.data.map((d, i) => card({ id: d.id, prompt: d.revised_prompt },
-      { extra: el('p', { class: 'hint' }, `seed ${fields.seed + i}`) }));
+    const cards = answer.data.map((d, i) => card({ id: d.id, prompt: d.revised_prompt || fields.prompt,
+      record: { seed: fields.seed + i } }));
     list.prepend(...cards);
+    if (!$('#seed-lock').checked) say(`Drawn from seed ${fields.seed}; “New seed” draws other pictures.`);
   });
 }
 
@@ -488,15 +526,18 @@ function renderSession(session) {
   const nodes = Object.fromEntries(session.nodes.map((n) => [n.id, n]));
   const path = session.path.map((id) => nodes[id]);
   // the conversation so far: each turn on the way to the current picture
+  const shared = Boolean(session.room_id); // in a room, each turn says who said it
   $('#log').replaceChildren(...path.flatMap((n) => [
-    el('li', { class: 'user' }, n.message || `(${n.kind})`),
+    el('li', { class: 'user', dataset: { author: n.author || '' } },
+      shared && n.author ? el('span', { class: 'author' }, n.author === state.me ? 'you' : n.author) : null,
+      n.message || `(${n.kind})`),
     el('li', { class: 'reply', dataset: { node: n.id } }, el('p', {}, n.reply),
       n.prompt ? el('p', { class: 'revised' }, 'Prompt: ', el('q', {}, n.prompt)) : null),
   ]));
   for (const a of state.asides.filter((a) => a.session === session.id && a.node === session.current)) {
     $('#log').append(el('li', { class: 'user' }, a.message), el('li', { class: 'reply aside' }, el('p', {}, a.reply)));
   }
-  $('#log').lastElementChild?.scrollIntoView({ block: 'end' });
+  $('#log').scrollTop = $('#log').scrollHeight; // the newest turn, scrolling the log only (not the page)
   const shown = [...path].reverse().find((n) => n.image_id);
   const img = $('#current');
   if (shown) {
@@ -732,17 +773,22 @@ async function openCompare() {
 async function nextDuel() {
   try {
     const { data } = await getJSON('/api/images?limit=200');
-    const empty = data.length < 2;
+    // like with like: two pictures of one prompt, from two models where there are such (what the
+    // leaderboard ranks), and a pair not voted on in this visit
+    const key = (image) => image.prompt.toLowerCase().split(/\s+/).filter(Boolean).join(' ');
+    const seen = (a, b) => state.voted.has([a.id, b.id].sort().join(' '));
+    const pairs = [];
+    for (const [i, a] of data.entries()) {
+      for (const b of data.slice(i + 1)) if (key(a) === key(b) && !seen(a, b)) pairs.push([a, b]);
+    }
+    const rivals = pairs.filter(([a, b]) => a.model && b.model && a.model !== b.model);
+    const empty = !pairs.length;
     $('#duel-empty').hidden = !empty;
     $('#duel').hidden = empty;
     for (const id of ['#vote-a', '#vote-b', '#vote-tie']) $(id).disabled = empty;
-    if (empty) return;
-    // two pictures, from two different models where there are such (that is what the leaderboard ranks)
+    if (empty) { state.duel = null; return; }
     const pick = (list) => list[Math.floor(Math.random() * list.length)];
-    const a = pick(data);
-    const others = data.filter((d) => d.id !== a.id);
-    const rivals = others.filter((d) => d.model && a.model && d.model !== a.model);
-    const b = pick(rivals.length ? rivals : others);
+    const [a, b] = pick(rivals.length ? rivals : pairs);
     state.duel = Math.random() < 0.5 ? [a, b] : [b, a];
     for (const [side, image] of [['a', state.duel[0]], ['b', state.duel[1]]]) {
       const img = $(`#duel-${side}`);
@@ -760,7 +806,9 @@ async function vote(winner) {
   state.duel = null;
   try {
     await sendJSON('POST', '/api/votes', { image_a: a.id, image_b: b.id, winner });
-    say('Thanks: vote counted.');
+    state.voted.add([a.id, b.id].sort().join(' '));
+    say(a.model && a.model === b.model ? `Thanks: vote counted for ${a.model} (two of its own pictures).`
+      : 'Thanks: vote counted.');
     await Promise.all([nextDuel(), loadLeaderboard()]);
   } catch (e) { state.duel = [a, b]; failed(e); }
 }
@@ -769,7 +817,8 @@ async function loadLeaderboard() {
   try {
     const board = await getJSON('/api/leaderboard');
     $('#leaderboard tbody').replaceChildren(...board.models.map((m) => el('tr', { dataset: { model: m.model } },
-      el('td', {}, m.model), el('td', {}, Math.round(m.score)), el('td', { class: 'votes' }, m.votes),
+      el('td', {}, m.model), el('td', {}, Math.round(m.score)),
+      el('td', { class: 'votes', title: `${m.own_votes} between two of its own pictures` }, m.votes),
       el('td', {}, m.wins), el('td', {}, m.losses), el('td', {}, m.ties),
       el('td', {}, m.mean_stars === null ? '–' : `${m.mean_stars.toFixed(1)} (${m.ratings})`))));
   } catch (e) { failed(e); }
