@@ -31,7 +31,7 @@ from pixelchat.server.models import Vote  # noqa: E402
 
 PUBLIC = {("GET", "/health"), ("POST", "/api/login"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"),
           ("GET", "/docs/oauth2-redirect"), ("GET", "/v1/images/files/{name}"), ("GET", "/"),
-          ("GET", "/studio/{name}")}
+          ("GET", "/studio/{name}"), ("GET", "/api/local-account"), ("POST", "/api/local-account")}
 
 
 def api_routes(app) -> list[tuple[str, str]]:

@@ -498,3 +498,39 @@ def test_compare_pairs_pictures_of_one_prompt_and_counts_the_vote(open_as):
     }""")
     assert refused[0] == 400 and "same prompt" in refused[1]
     assert not page.errors
+
+
+def test_a_first_run_on_loopback_offers_a_one_click_local_account(browser, tmp_path):
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELCHAT_")}
+    env["PIXELCHAT_DATA_DIR"] = str(tmp_path / "data")  # no accounts at all
+    port = free_port()
+    proc = start_serve(env, port, tmp_path / "serve.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # a page that reached this server under another name (DNS rebinding) is refused
+        forged = httpx.post(f"{url}/api/local-account", json={}, headers={"Host": "evil.example"})
+        assert forged.status_code == 403
+        context = browser.new_context(base_url=url)
+        page = context.new_page()
+        page.goto("/")
+        page.get_by_role("button", name="Start with a local account").click()
+        expect(page.locator("#me")).to_have_text("local")
+        page.locator('#tabs a[data-view="create"]').click()
+        expect(page.locator("#view-create")).to_be_visible()
+        page.locator("#prompt").press_sequentially("a lake at noon", delay=20)
+        expect(page.locator("#preview")).to_have_attribute("data-prompt", "a lake at noon")
+        shot(page, "first-run")
+        context.close()
+        # once someone else has an account, everyone signs in
+        from pixelchat.server.admin import create_user
+        from pixelchat.server.db import session_factory
+
+        with session_factory(f"sqlite:///{tmp_path / 'data' / 'pixelchat.db'}")() as db:
+            create_user(db, "ada", "a long password")
+        assert httpx.get(f"{url}/api/local-account").json()["available"] is False
+        assert httpx.post(f"{url}/api/local-account", json={}).status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(60)

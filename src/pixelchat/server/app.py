@@ -19,7 +19,7 @@ from pixelchat.server.db import migrate, session_factory
 from pixelchat.server.events import Broker
 from pixelchat.server.jobs import JobQueue
 from pixelchat.server import ratelimit
-from pixelchat.server.routes import auth, health, images, jobs, openai_images, preview, ratings, rooms, studio
+from pixelchat.server.routes import auth, health, images, jobs, local, openai_images, preview, ratings, rooms, studio
 from pixelchat.server.routes import sessions as conversations
 from pixelchat.server.store import ImageStore
 
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(images.router)
     app.include_router(images.describe_router)
     app.include_router(auth.router)
+    app.include_router(local.router)
     app.include_router(conversations.router)
     app.include_router(conversations.styles_router)
     app.include_router(jobs.router)
