@@ -16,21 +16,22 @@ from pixelchat.safety.moderation import Moderator
 from pixelchat.server import errors
 from pixelchat.server.config import Settings
 from pixelchat.server.db import migrate, session_factory
-from pixelchat.server.events import Broker
+from pixelchat.server.events import Broker, Streams
 from pixelchat.server.jobs import JobQueue
 from pixelchat.server import ratelimit
-from pixelchat.server.routes import auth, health, images, jobs, local, openai_images, preview, ratings, rooms, studio
+from pixelchat.server.origin import PublicUrlNotice
+from pixelchat.server.routes import (auth, docs, health, images, jobs, local, openai_images, preview, ratings, rooms,
+                                     studio)
 from pixelchat.server.routes import sessions as conversations
 from pixelchat.server.store import ImageStore
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """Refuses a request body over ``limit`` bytes with 413 before it is buffered: at once from its
-    Content-Length, or as soon as a streamed body passes the limit."""
+    Content-Length, or as soon as a streamed (chunked) body passes the limit. Then the app reads an
+    end of the body (a disconnect), and whatever it answers to that is not sent: the 413 went first.
+    (An error raised from ``receive`` would reach FastAPI wrapped by the middleware's task groups, and
+    it answers any error while reading a body with 400.)"""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -41,27 +42,30 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await self.refuse(send)
-        received, started = 0, False
+        received, started, refused = 0, False, False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise BodyTooLarge
+                    refused = True
+                    if not started:
+                        await self.refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message):
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self.refuse(send)
+        await self.app(scope, limited_receive, tracking_send)
 
     async def refuse(self, send):
         body = json.dumps(errors.error_body(413, f"The request is larger than {self.limit} bytes.", None,
@@ -93,9 +97,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         yield
         await run_in_threadpool(queue.stop)  # the jobs being run finish; queued ones wait for the next start
 
-    app = FastAPI(title="pixelchat", version=pixelchat.__version__, lifespan=lifespan,
+    app = FastAPI(title="pixelchat", version=pixelchat.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Conversational image creation: an OpenAI-compatible images API and our own.")
     app.state.settings, app.state.sessions, app.state.store, app.state.events = settings, sessions, store, events
+    app.state.streams = Streams(settings.streams_per_user, settings.streams_total)
     app.state.jobs = queue
     app.state.moderator = Moderator.from_settings(moderation)
     app.state.signing_key = settings.signing_key()
@@ -114,6 +119,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(ratings.router)
     app.include_router(preview.router)
     app.include_router(studio.router)
+    app.include_router(docs.router)
     ratelimit.install(app, settings)
 
     @app.middleware("http")
@@ -124,4 +130,5 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
 
     # two pictures (image and mask) at the upload cap, plus the form's other fields
     app.add_middleware(BodyLimit, limit=2 * settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(PublicUrlNotice, settings=settings)
     return app

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
                                            "model (listed by GET /v1/models), comma-separated; blank: none.")
     secret_key: str | None = Field(None, description="Signs image URLs; default: generated once into data_dir.")
     url_ttl_s: int = Field(3600, ge=10, description="How long a signed image URL stays valid.")
-    public_url: str | None = Field(None, description="Base URL in returned image links; default: the request's.")
+    public_url: str | None = Field(None, description="Base URL in returned image links (set it whenever the server "
+                                                     "is reached other than on loopback); default: the request's, "
+                                                     "from its Host header.")
     max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     queue_size: int = Field(64, ge=1, description="Jobs that may wait for the engine; more get 503 at once.")
     workers: int = Field(1, ge=1, le=8, description="Worker threads running jobs (each uses the engine in turn).")
@@ -39,8 +41,23 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(30.0, gt=0, le=3600,
                                description="A server process's claim on its jobs lasts this long unless renewed (every "
                                            "third of it); the jobs of a process that died pass to another after it.")
-    rate_limit_per_minute: int = Field(600, ge=0, description="Requests per minute per API key or login (0: no limit).")
-    rate_limit_burst: int = Field(120, ge=1, description="Requests a key may make at once before the rate applies.")
+    rate_limit_per_minute: int = Field(600, ge=0, description="Requests per minute per user, all their keys and "
+                                                              "logins together (0: no limit).")
+    rate_limit_burst: int = Field(120, ge=1, description="Requests a user may make at once before the rate applies.")
+    queue_per_user: int = Field(16, ge=1, description="Jobs one user may have waiting; more get 429, so one user "
+                                                      "cannot fill the queue.")
+    keys_per_user: int = Field(20, ge=1, description="API keys (not revoked) a user may hold.")
+    login_attempts_per_minute: int = Field(6, ge=0, description="Sign-in attempts per minute per account name and "
+                                                                "per client address (0: no limit).")
+    login_attempts_burst: int = Field(10, ge=1, description="Sign-in attempts an account name or client address "
+                                                            "may make at once before the rate applies.")
+    login_concurrency: int = Field(2, ge=1, le=64, description="Password checks run at once (each takes 64 MiB "
+                                                               "and a CPU core for a moment); the rest wait.")
+    streams_per_user: int = Field(8, ge=1, description="Live event streams one user may hold open; more get 429.")
+    streams_total: int = Field(512, ge=1, description="Live event streams the server holds open; more get 429.")
+    upload_decodes: int = Field(2, ge=1, le=64, description="Uploaded pictures decoded at once; the rest wait.")
+    docs: bool | None = Field(None, description="Serve the API browser at /docs and /redoc (their scripts come "
+                                                "from a CDN); default: only to clients on a loopback address.")
     login_ttl_s: int = Field(14 * 24 * 3600, ge=60, description="How long a browser stays signed in.")
     cookie_secure: bool = Field(False, description="Send the login cookie over HTTPS only (set behind TLS).")
     policy: Path | None = Field(None, description="A content policy file (JSON); default: the shipped one.")

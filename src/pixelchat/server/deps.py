@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Literal, NamedTuple
 
 from fastapi import Depends, Request, Security
@@ -80,8 +80,39 @@ def current_user(request: Request, db: SessionDep, _key=Security(API_KEY), _logi
     user, credential = authenticate(request, db)
     db.commit()  # hand the connection back to the pool while the request waits for the engine
     request.state.auth = credential
-    ratelimit.check(request, (credential.kind, credential.id))
+    # one bucket per user, whichever key or login: more keys must not mean more requests
+    ratelimit.check(request, ("user", user.id))
     return user
+
+
+def credential_user(db: Session, credential: Credential) -> User | None:
+    """The user ``credential`` still signs in, or None: its key was revoked, its login ended or expired."""
+    if credential.kind == "key":
+        row = db.get(ApiKey, credential.id)
+        return row.user if row is not None and row.revoked is None else None
+    login = db.scalar(select(Login).options(joinedload(Login.user))
+                      .where(Login.id == credential.id, Login.expires > utcnow()))
+    return login.user if login is not None else None
+
+
+def still_allowed(request: Request, check: Callable[[Session, User], object]) -> Callable[[], bool]:
+    """For a stream that outlives its request: a function telling whether the caller's key or login
+    still signs in and ``check(db, user)`` still passes (it raises APIError when not). Each call takes
+    a connection for its queries only."""
+    sessions, credential = request.app.state.sessions, request.state.auth
+
+    def allowed() -> bool:
+        with sessions() as db:
+            user = credential_user(db, credential)
+            if user is None:
+                return False
+            try:
+                check(db, user)
+            except APIError:
+                return False
+            return True
+
+    return allowed
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -22,8 +22,8 @@ REASONS = {400: "The request is invalid: a field is missing, malformed or out of
            409: "Conflicts with the current state, or the Idempotency-Key was used with another request.",
            413: "An upload is too large or has too many pixels.",
            415: "An upload is not a PNG, JPEG or WebP picture.",
-           429: "Rate limit reached: wait for Retry-After seconds.",
-           503: "The job queue is full or the server is stopping: try again after Retry-After seconds."}
+           429: "Rate limit, queue share or stream limit reached: wait for Retry-After seconds.",
+           503: "The job queue is full, the server is busy or stopping: try again after Retry-After seconds."}
 
 
 class ErrorDetail(BaseModel):
@@ -108,7 +108,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code)
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}

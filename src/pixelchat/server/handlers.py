@@ -39,6 +39,18 @@ def client_errors(fn):
         raise APIError(400, str(e), code="invalid_value") from None
 
 
+def checked_seed(payload: dict) -> int | None:
+    """The job's seed, checked as a generation's is (engines.base): past the largest, a 400 naming it,
+    not an overflow deep in the engine."""
+    from pixelchat.engines.base import check_seed
+
+    try:
+        check_seed(payload.get("seed"))
+    except ValueError as e:
+        raise APIError(400, str(e), param="seed", code="invalid_value") from None
+    return payload.get("seed")
+
+
 def styled(results, style_name: str | None, palette: list[str] | None = None) -> Made:
     from pixelchat.vision.style import apply_palette, apply_style, get_style
 
@@ -108,7 +120,7 @@ def run(queue: JobQueue, job: Job) -> Made:
         options.update(p.get("engine_options") or {})  # what quality asked for (pixelchat.server.quality)
         n, partials = int(p.get("n", 1)), int(p.get("partial_images", 0))  # runners-up to stream, best last
         result = client_errors(lambda: edit(picture.convert("RGB"), p["prompt"], mask=mask, n=n + partials,
-                                            seed=p.get("seed"), model=model, **options))
+                                            seed=checked_seed(p), model=model, **options))
         publish_partials(queue, p, result.images[n:][::-1])
         made = styled(result.images[:n], None)
         made.result = {"revised_prompt": result.revised_prompt}
@@ -117,7 +129,7 @@ def run(queue: JobQueue, job: Job) -> Made:
         from pixelchat.edit import vary
 
         picture = upload(queue, job, "image").convert("RGB")
-        results = client_errors(lambda: vary(picture, n=int(p.get("n", 1)), seed=p.get("seed"), model=model,
+        results = client_errors(lambda: vary(picture, n=int(p.get("n", 1)), seed=checked_seed(p), model=model,
                                              **(p.get("engine_options") or {})))
         made = styled(results, None)
         made.result = {"revised_prompt": results[0].record.get("prompt", "") if results else ""}

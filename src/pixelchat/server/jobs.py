@@ -4,7 +4,8 @@ or restart re-runs what was interrupted and nothing is done twice.
 
 One worker thread owns the engine. Generation requests waiting together are drawn in one forward
 pass (dynamic batching: up to ``batch_images`` images, waiting at most ``batch_wait_ms`` for more).
-The queue is bounded: when ``queue_size`` jobs wait, a new one is refused at once (503).
+The queue is bounded: when ``queue_size`` jobs wait, a new one is refused at once (503); so is one
+user's job past their share, ``queue_per_user`` waiting (429), so one user cannot fill the queue.
 
 Several server processes may share one database. Each queue runs the jobs submitted to it: a job's
 row names its ``owner`` (the queue) and a lease the owner renews every third of ``job_lease_s``. A
@@ -24,7 +25,7 @@ import os
 import secrets
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -126,6 +127,8 @@ class JobQueue:
         self.uploads = Path(settings.data_dir) / "uploads"
         self._pending: deque[str] = deque()
         self._kinds: dict[str, tuple[str, int, str | None]] = {}  # pending job id → (kind, images, session)
+        self._users: dict[str, int] = {}  # pending job id → its user
+        self._reserving: Counter[int] = Counter()  # users with jobs being written (counted in their share)
         self._busy: set[str] = set()  # sessions with a turn being run: their next turn waits for it
         self._cond = threading.Condition()
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
@@ -218,13 +221,14 @@ class JobQueue:
                            "code": "interrupted", "param": None})
                        .execution_options(synchronize_session=False))
             db.commit()
-            rows = db.execute(select(Job.id, Job.kind, Job.payload, Job.session_id).where(*taken)
+            rows = db.execute(select(Job.id, Job.kind, Job.payload, Job.session_id, Job.user_id).where(*taken)
                               .order_by(Job.created)).all()
         with self._cond:
-            for job_id, kind, payload, session_id in rows:
+            for job_id, kind, payload, session_id, user_id in rows:
                 if job_id not in self._kinds:
                     self._pending.append(job_id)
                     self._kinds[job_id] = (kind, int(payload.get("n", 1)), session_id)
+                    self._users[job_id] = user_id
             self._cond.notify_all()
         if rows:
             log.info("took on %d unfinished jobs", len(rows))
@@ -266,10 +270,15 @@ class JobQueue:
             if self._stopping:
                 raise APIError(503, "The server is shutting down; try again in a moment.", code="server_busy",
                                headers={"Retry-After": "5"})
+            share = self.settings.queue_per_user
+            if self._reserving[user_id] + sum(1 for j in self._pending if self._users.get(j) == user_id) >= share:
+                raise APIError(429, f"You have {share} jobs waiting, your share of the queue: wait for them to "
+                                    "finish.", code="rate_limit_exceeded", headers={"Retry-After": "1"})
             if len(self._pending) + self._reserved >= self.settings.queue_size:
                 raise APIError(503, "The server is busy; try again in a moment.", code="server_busy",
                                headers={"Retry-After": "1"})
             self._reserved += 1  # counts against the capacity while its row is written
+            self._reserving[user_id] += 1
             self._cond.notify_all()  # a batch being gathered waits for it
         job_id = secrets.token_hex(16)
         try:
@@ -296,9 +305,13 @@ class JobQueue:
             with self._cond:  # queued before it stops counting as reserved, so a gathering batch sees it
                 self._pending.append(job_id)
                 self._kinds[job_id] = (kind, int(payload.get("n", 1)), session_id)
+                self._users[job_id] = user_id
         finally:
             with self._cond:
                 self._reserved -= 1
+                self._reserving[user_id] -= 1
+                if self._reserving[user_id] <= 0:
+                    del self._reserving[user_id]
                 self._cond.notify_all()
         self.publish(job)
         return job, True
@@ -386,6 +399,7 @@ class JobQueue:
                 return None
             self._pending.remove(first)
             kind, images, session_id = self._kinds.pop(first)
+            self._users.pop(first, None)
             self._later.pop(session_id, None)
             self.running.add(first)  # in hand from here until its waiters are answered
             batch = [first]
@@ -400,6 +414,7 @@ class JobQueue:
                     if k in BATCHED and images + n <= s.batch_images:
                         self._pending.remove(job_id)
                         del self._kinds[job_id]
+                        self._users.pop(job_id, None)
                         self.running.add(job_id)
                         batch.append(job_id)
                         images += n
@@ -481,6 +496,7 @@ class JobQueue:
                 with self._cond:
                     self._pending.appendleft(job_id)
                     self._kinds[job_id] = (job.kind, int(job.payload.get("n", 1)), job.session_id)
+                    self._users[job_id] = job.user_id
                     self._later[job.session_id] = time.monotonic() + RETRY_S
             else:
                 jobs.append(job)
@@ -534,9 +550,14 @@ class JobQueue:
             for (job, made), (pngs, shas) in zip(done, files):
                 ours = Job.id == job.id, Job.owner == self.owner, Job.status == "running"
                 if job.kind in EPHEMERAL:
-                    if db.execute(delete(Job).where(*ours).execution_options(synchronize_session=False)).rowcount:
-                        job.status, job.progress, job.result = "succeeded", 1.0, dict(made.result)
-                        finished.append((job, Outcome(job.id, "succeeded", job.result, None, [], pngs, made.images,
+                    # nothing is kept of a preview, but a row with an Idempotency-Key stays (without the
+                    # picture): its key stays bound to its request, and a retry is drawn again from its seeds
+                    result = {**made.result, "seeds": [record.get("seed") for record in made.records]}
+                    forget = delete(Job) if job.idempotency_key is None else update(Job).values(
+                        status="succeeded", progress=1.0, finished=utcnow(), lease_until=None, result=result)
+                    if db.execute(forget.where(*ours).execution_options(synchronize_session=False)).rowcount:
+                        job.status, job.progress, job.result = "succeeded", 1.0, result
+                        finished.append((job, Outcome(job.id, "succeeded", result, None, [], pngs, made.images,
                                                       made.records)))
                     continue
                 ids = [secrets.token_hex(16) for _ in pngs]

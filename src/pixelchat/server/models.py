@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -150,9 +150,11 @@ class Rating(Base):
 
 
 class Vote(Base):
-    """"Which is better?" between two pictures: ``winner`` is "a", "b" or "tie"."""
+    """"Which is better?" between two pictures: ``winner`` is "a", "b" or "tie". One per user and pair,
+    stored with the smaller image id as ``image_a``."""
 
     __tablename__ = "votes"
+    __table_args__ = (Index("uq_votes_user_pair", "user_id", "image_a", "image_b", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

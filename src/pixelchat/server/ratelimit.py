@@ -1,14 +1,18 @@
-"""Rate limits: a token bucket per API key and per login, kept in memory, with OpenAI's headers.
+"""Rate limits: a token bucket per user (all their keys and logins together), kept in memory, with
+OpenAI's headers; sign-in attempts have buckets of their own, per account name and per client address.
 
 A bucket holds up to ``burst`` requests and refills at ``per_minute / 60`` a second. `current_user`
-takes one token after authenticating; the middleware puts the resulting headers on the response."""
+takes one token after authenticating; the middleware puts the resulting headers on the response.
+`Gate` bounds how many costly steps (password checks, picture decodes) run at once."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from pixelchat.server.errors import APIError
@@ -89,6 +93,61 @@ def check(request, key: Hashable) -> None:
     setattr(request.state, STATE_KEY, decision.headers())
 
 
+def client_address(request) -> str:
+    """The caller's address (behind a proxy: the one the proxy reports, when uvicorn trusts it)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def check_login(request, name: str) -> None:
+    """Spend one sign-in attempt of the client's address, then of the account ``name`` (named or not,
+    existing or not); 429 with Retry-After, before any password is hashed, when either is used up."""
+    limiter: RateLimiter | None = request.app.state.login_limiter
+    if limiter is None:
+        return
+    for key in (("address", client_address(request)), ("name", name)):
+        decision = limiter.take(key)
+        if not decision.allowed:
+            wait = max(1, math.ceil(decision.retry_after_s))
+            raise APIError(429, f"Too many sign-in attempts: {limiter.burst} at once, then {round(limiter.rate * 60)} "
+                                f"a minute for each account and each address. Try again in {wait} s.",
+                           code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
+
+
+class Gate:
+    """At most ``size`` holders at once (e.g. password checks, each 64 MiB); up to ``queue`` more wait
+    for a turn without holding a thread; past that a request is refused at once (503)."""
+
+    def __init__(self, size: int, queue: int, what: str):
+        self.size, self.queue, self.what = size, queue, what
+        self.waiting = self.holding = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a semaphore belongs to one event loop (a test may start several)
+            self._loop, self._semaphore = loop, asyncio.Semaphore(self.size)
+        return self._semaphore
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        semaphore = self.semaphore()
+        if semaphore.locked() and self.waiting >= self.queue:
+            raise APIError(503, f"The server is busy with {self.what}; try again in a moment.", code="server_busy",
+                           headers={"Retry-After": "1"})
+        self.waiting += 1
+        try:
+            await semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
+            semaphore.release()
+
+
 class RateLimitHeaders:
     """Copies the headers `check` left on ``request.state`` onto the response."""
 
@@ -111,7 +170,11 @@ class RateLimitHeaders:
 
 
 def install(app, settings) -> None:
-    """Give ``app`` its limiter (none when ``rate_limit_per_minute`` is 0) and the header middleware."""
+    """Give ``app`` its limiters (none where the rate is 0), its gates and the header middleware."""
     per_minute = settings.rate_limit_per_minute
     app.state.ratelimiter = RateLimiter(per_minute, settings.rate_limit_burst) if per_minute else None
+    attempts = settings.login_attempts_per_minute
+    app.state.login_limiter = RateLimiter(attempts, settings.login_attempts_burst) if attempts else None
+    app.state.password_checks = Gate(settings.login_concurrency, 8 * settings.login_concurrency, "sign-ins")
+    app.state.decodes = Gate(settings.upload_decodes, settings.queue_size, "uploads")
     app.add_middleware(RateLimitHeaders)

@@ -6,14 +6,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 KEY_PREFIX = "pc-"
 _hasher = PasswordHasher()
-# checked when there is no real hash, with the same parameters, so a missing account costs the same time
-_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$IGtCXJVUKuXghILXBIIzVg$O2w7vI70FucgkHvOaQt1cqN1rOEynvtdZXYZ0Er4sOw"
+
+
+@lru_cache(maxsize=1)
+def dummy_hash(hasher: PasswordHasher = _hasher) -> str:
+    """Checked when there is no real hash: made by the same hasher, so it has the same parameters and a
+    missing account (or one without a password) costs the same time and memory as a wrong password."""
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -25,7 +31,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Whether ``password`` matches ``password_hash``; never without a hash (no such user, or no password)."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        return _hasher.verify(password_hash or dummy_hash(), password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 

@@ -1,11 +1,15 @@
 """Client uploads → safe pictures. Every upload is hostile until decoded within limits.
 
 Pure functions over bytes (no web framework here): the HTTP layer reads the body with
-``read_capped``, calls ``decode_image`` and maps ``UploadError.status`` to its response.
-Everything the server stores or serves is re-encoded with ``encode_image``, pixels only."""
+``read_capped``, calls ``decode_image`` (or both, off the event loop and a few at a time, with
+``read_picture``) and maps ``UploadError.status`` to its response. A picture is decoded at the size
+the engines work at (``Limits.work_side``), not at the size it declares: a small file may declare
+16 million pixels. Everything the server stores or serves is re-encoded with ``encode_image``,
+pixels only."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import struct
 import warnings
@@ -41,11 +45,17 @@ class UploadError(ValueError):
         self.message = message
 
 
+# The largest picture any engine works from: the GAN reads 64–256 px, diffusion pipelines up to 1024 px
+# (SDXL); every upload is brought down to this before anything else sees it.
+WORK_SIDE = 1024
+
+
 @dataclass(frozen=True)  # frozen: the default instance is shared by every call
 class Limits:
     max_bytes: int = 4 * 1024 * 1024  # OpenAI's image edit endpoint takes PNGs up to 4 MB
-    max_pixels: int = 4096 * 4096
+    max_pixels: int = 4096 * 4096  # a phone photo (4032×3024) passes; it is decoded at work_side
     max_side: int = 4096
+    work_side: int | None = WORK_SIDE  # decoded pictures fit this square (None: full size)
 
 
 def _mib(n: int) -> str:
@@ -102,8 +112,10 @@ def decode_image(data: bytes, *, param: str = "image", limits: Limits = Limits()
 
     1. check size and magic bytes (client content types and file names are ignored)
     2. open the header only and check its dimensions before decoding anything
-    3. decode the first frame, with decompression bombs and truncated data as errors
-    4. apply EXIF orientation, convert to ``mode`` (RGB: transparency on white)
+    3. decode the first frame, with decompression bombs and truncated data as errors; a JPEG is decoded
+       already scaled down (DCT scaling) towards ``limits.work_side``
+    4. apply EXIF orientation, shrink to fit ``limits.work_side``, convert to ``mode`` (RGB:
+       transparency on white)
     5. copy the pixels into a fresh image, so EXIF, ICC profiles and text chunks are dropped"""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -119,6 +131,8 @@ def decode_image(data: bytes, *, param: str = "image", limits: Limits = Limits()
                 check_dimensions(im.size, param=param, limits=limits)
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated: first frame only, the rest is never decoded
+                if fmt == "JPEG" and limits.work_side:
+                    im.draft(None, fitted(im.size, limits.work_side))  # 1/2, 1/4 or 1/8 scale, never below it
                 im.load()
                 im = ImageOps.exif_transpose(im)
         except UploadError:
@@ -131,10 +145,39 @@ def decode_image(data: bytes, *, param: str = "image", limits: Limits = Limits()
         except DECODE_ERRORS as e:
             raise UploadError("corrupt_image", f"{param} is a truncated or corrupt {fmt} file ({e})",
                               param=param) from None
-    out = convert_mode(im, mode)
+    if im.mode not in ("RGB", "RGBA", "L", "LA") or "transparency" in im.info:  # palette, 16-bit, CMYK, tRNS: first
+        im = convert_mode(im, mode)
+    out = convert_mode(shrunk(im, limits.work_side), mode)
     clean = Image.new(out.mode, out.size)
     clean.paste(out)  # same mode: a straight pixel copy, alpha included; `info` stays empty
     return clean
+
+
+def fitted(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """``size`` scaled to fit a ``side``-pixel square, aspect kept (unchanged if it fits)."""
+    w, h = size
+    scale = min(1.0, side / max(w, h))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def shrunk(im: Image.Image, side: int | None) -> Image.Image:
+    """``im`` fitting a ``side``-pixel square: reduced by a whole factor (box filter), then resampled."""
+    if side is None or max(im.size) <= side:
+        return im
+    im = im.copy() if im.readonly else im
+    im.thumbnail(fitted(im.size, side), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return im
+
+
+async def read_picture(stream, *, param: str, limits: Limits = Limits(), mode: str = "RGB", gate=None) -> Image.Image:
+    """``read_capped`` then ``decode_image`` on a worker thread, so the event loop goes on serving
+    others meanwhile. gate: called for an async context manager held while decoding (e.g. the server's
+    `ratelimit.Gate`), so only a few decodes (tens of MiB each at the most) run at once."""
+    data = await read_capped(stream, limits.max_bytes, param=param)
+    if gate is None:
+        return await asyncio.to_thread(decode_image, data, param=param, limits=limits, mode=mode)
+    async with gate():
+        return await asyncio.to_thread(decode_image, data, param=param, limits=limits, mode=mode)
 
 
 def check_bytes(data: bytes, *, param: str, limits: Limits) -> str:
@@ -169,7 +212,7 @@ def convert_mode(im: Image.Image, mode: str) -> Image.Image:
         if "transparency" in im.info and im.mode != "P":  # tRNS on L/RGB PNGs; to_rgb handles P
             im = im.convert("RGBA")
         return to_rgb(im)
-    return im.convert(mode)
+    return im if im.mode == mode else im.convert(mode)
 
 
 def encode_image(image: Image.Image, fmt: str = "png", quality: int = 90) -> bytes:

@@ -4,6 +4,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health() -> dict:
-    """Liveness: no authentication."""
+async def health() -> dict:
+    """Liveness: no authentication. Answered on the event loop, so busy worker threads (or a database
+    pool in use) cannot hold it up."""
     return {"status": "ok"}

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from pixelchat.server.access import image_for
 from pixelchat.server.deps import CurrentUser, SessionDep
-from pixelchat.server.errors import responses
+from pixelchat.server.errors import APIError, responses
 from pixelchat.server.models import ImageRow
 from pixelchat.server.routes import Timestamp
 
@@ -81,6 +81,18 @@ def delete_image(image_id: str, request: Request, user: CurrentUser, db: Session
     return Response(status_code=204)
 
 
+async def read_picture(request: Request, upload: UploadFile, param: str, mode: str):
+    """One uploaded picture, read under the byte cap and decoded as hostile input at the engines' working
+    size, on a worker thread and a few at a time (`PIXELCHAT_UPLOAD_DECODES`)."""
+    from pixelchat.server.uploads import Limits, UploadError, read_picture as read
+
+    limits = Limits(max_bytes=request.app.state.settings.max_upload_bytes)
+    try:
+        return await read(upload, param=param, limits=limits, mode=mode, gate=request.app.state.decodes)
+    except UploadError as e:
+        raise APIError(e.status, e.message, param=e.param, code=e.code) from None
+
+
 describe_router = APIRouter(prefix="/api", tags=["describe"])
 
 
@@ -96,8 +108,8 @@ async def describe_image(request: Request, user: CurrentUser,
                          image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")]) -> DescriptionPublic:
     """What the picture shows: a caption, the scene attributes with confidences, and a prompt
     that redraws a similar picture."""
-    from pixelchat.server.routes.openai_images import fingerprint_of, read_upload, run_job
+    from pixelchat.server.routes.openai_images import fingerprint_of, run_job
 
-    picture = await read_upload(request, [image], "image", "RGB")
+    picture = await read_picture(request, image, "image", "RGB")
     outcome = await run_job(request, user, "describe", {}, {"image": fingerprint_of(picture)}, files={"image": picture})
     return DescriptionPublic(**outcome.result)

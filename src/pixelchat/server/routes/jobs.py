@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from pixelchat.server.deps import CurrentUser, SessionDep
+from pixelchat.server.deps import CurrentUser, SessionDep, still_allowed
 from pixelchat.server.errors import APIError, responses
 from pixelchat.server.events import event_stream
 from pixelchat.server.jobs import FINAL
@@ -63,9 +63,18 @@ def get_job(job_id: str, user: CurrentUser, db: SessionDep) -> JobPublic:
 @router.get("/{job_id}/events", responses={200: {"content": {"text/event-stream": {}},
                                                 "description": "Server-sent events"}, **responses(404)})
 def job_events(job_id: str, request: Request, user: CurrentUser, db: SessionDep):
-    """Events of type ``job`` (status and progress) until the job succeeds or fails."""
+    """Events of type ``job`` (status and progress) until the job succeeds or fails, or the caller's
+    key is revoked or sign-in ends."""
     job = own(db, user, job_id)
+    slot = request.app.state.streams.open(user.id)
     sub = request.app.state.events.subscribe(f"job:{job_id}")
-    db.refresh(job)  # subscribed first, then read: a change in between is in the stream
+    try:
+        db.refresh(job)  # subscribed first, then read: a change in between is in the stream
+    except BaseException:
+        sub.close()
+        slot()
+        raise
+    db.close()  # a stream lasts: its connection goes back to the pool now
     first = {"type": "job", "job": job.id, "kind": job.kind, "status": job.status, "progress": job.progress}
-    return event_stream(request, sub, [first], last=lambda e: e.get("status") in FINAL)
+    return event_stream(request, sub, [first], last=lambda e: e.get("status") in FINAL, slot=slot,
+                        allowed=still_allowed(request, lambda db, user: own(db, user, job_id)))

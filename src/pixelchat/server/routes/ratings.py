@@ -9,7 +9,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -18,7 +18,7 @@ from pixelchat.server import access
 from pixelchat.server.deps import CurrentUser, SessionDep
 from pixelchat.server.errors import APIError, responses
 from pixelchat.server.leaderboard import Standing, standings
-from pixelchat.server.models import ImageRow, Rating, User, Vote
+from pixelchat.server.models import ImageRow, Rating, User, Vote, utcnow
 from pixelchat.server.routes import Timestamp
 
 router = APIRouter(prefix="/api", tags=["ratings"])
@@ -27,6 +27,8 @@ OUTCOMES = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
 
 class RatingIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     stars: int = Field(ge=1, le=5)
 
 
@@ -43,6 +45,8 @@ class RatingSummary(BaseModel):
 
 
 class VoteIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     image_a: str
     image_b: str
     winner: Literal["a", "b", "tie"]
@@ -107,9 +111,15 @@ def visible(db: Session, user: User, image_id: str, param: str) -> ImageRow:
         raise
 
 
-@router.post("/votes", status_code=201, response_model=VotePublic, responses=responses(404))
-def cast_vote(body: VoteIn, user: CurrentUser, db: SessionDep) -> VotePublic:
-    """Say which of two pictures is better, or that they tie."""
+FLIPPED = {"a": "b", "b": "a", "tie": "tie"}
+
+
+@router.post("/votes", status_code=201, response_model=VotePublic,
+             responses={200: {"model": VotePublic, "description": "Your earlier vote on the pair, replaced"},
+                        **responses(404)})
+def cast_vote(body: VoteIn, response: Response, user: CurrentUser, db: SessionDep) -> VotePublic:
+    """Say which of two pictures is better, or that they tie. A user has one vote per pair (in either
+    order): voting again replaces it (200)."""
     if body.image_a == body.image_b:
         raise APIError(400, "A vote compares two different pictures.", param="image_b", code="invalid_value")
     pictures = visible(db, user, body.image_a, "image_a"), visible(db, user, body.image_b, "image_b")
@@ -117,10 +127,26 @@ def cast_vote(body: VoteIn, user: CurrentUser, db: SessionDep) -> VotePublic:
         raise APIError(400, "A vote compares two pictures of the same prompt; these are of "
                             f"'{pictures[0].prompt}' and '{pictures[1].prompt}'.", param="image_b",
                        code="invalid_value")
-    vote = Vote(user_id=user.id, image_a=body.image_a, image_b=body.image_b, winner=body.winner)
-    db.add(vote)
+    # stored with the smaller id first, so the pair in either order is one row (unique per user)
+    swap = body.image_a > body.image_b
+    first, second = (body.image_b, body.image_a) if swap else (body.image_a, body.image_b)
+    winner = FLIPPED[body.winner] if swap else body.winner
+    pair = Vote.user_id == user.id, Vote.image_a == first, Vote.image_b == second
+    vote = db.scalar(select(Vote).where(*pair))
+    if vote is None:
+        try:
+            vote = Vote(user_id=user.id, image_a=first, image_b=second, winner=winner)
+            db.add(vote)
+            db.commit()
+            return VotePublic(id=vote.id, image_a=body.image_a, image_b=body.image_b, winner=body.winner,
+                              created=vote.created)
+        except IntegrityError:  # a concurrent request voted on the pair first: replace that vote
+            db.rollback()
+            vote = db.scalar(select(Vote).where(*pair))
+    vote.winner, vote.created = winner, utcnow()
     db.commit()
-    return VotePublic(id=vote.id, image_a=vote.image_a, image_b=vote.image_b, winner=vote.winner,
+    response.status_code = 200
+    return VotePublic(id=vote.id, image_a=body.image_a, image_b=body.image_b, winner=body.winner,
                       created=vote.created)
 
 

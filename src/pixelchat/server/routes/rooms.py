@@ -9,13 +9,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from pixelchat.server import access, events
-from pixelchat.server.deps import CurrentUser, SessionDep
+from pixelchat.server.deps import CurrentUser, SessionDep, still_allowed
 from pixelchat.server.errors import APIError, responses
 from pixelchat.server.models import Room, RoomMember, SessionRow, User
 from pixelchat.server.routes import Timestamp
@@ -27,10 +27,14 @@ RoomName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 
 
 class RoomCreate(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: RoomName
 
 
 class RoomUpdate(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: RoomName
 
 
@@ -51,11 +55,15 @@ class MemberPublic(BaseModel):
 
 
 class MemberAdd(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     user: str
     role: Role = "viewer"
 
 
 class MemberUpdate(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     role: Role
 
 
@@ -205,8 +213,8 @@ def membership(db: Session, user: User, room_id: str) -> str:
             responses={200: {"content": {"text/event-stream": {}}}, **responses(404)})
 async def room_events(room_id: str, request: Request, user: CurrentUser, db: SessionDep) -> StreamingResponse:
     """Server-sent events: `hello` with the caller's role, then `member`, `room` (renamed), `turn` (a
-    session in the room moved on) and `deleted`. The stream ends when the room is deleted or the
-    caller is removed from it."""
+    session in the room moved on) and `deleted`. The stream ends when the room is deleted, the
+    caller is removed from it, or the caller's key is revoked or sign-in ends."""
     role = await run_in_threadpool(membership, db, user, room_id)
     name = user.name
 
@@ -214,5 +222,8 @@ async def room_events(room_id: str, request: Request, user: CurrentUser, db: Ses
         return event.get("type") == "deleted" or (
             event.get("type") == "member" and event.get("action") == "removed" and event.get("user") == name)
 
+    slot = request.app.state.streams.open(user.id)
     sub = request.app.state.events.subscribe(f"room:{room_id}")
-    return events.event_stream(request, sub, first=[{"type": "hello", "room": room_id, "role": role}], last=last)
+    may_see = still_allowed(request, lambda db, user: access.room_for(db, user, room_id))
+    return events.event_stream(request, sub, first=[{"type": "hello", "room": room_id, "role": role}], last=last,
+                               slot=slot, allowed=may_see)

@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, or_, select
 
 from pixelchat.server.access import allows, role_in, room_for, session_for
-from pixelchat.server.deps import CurrentUser, SessionDep
+from pixelchat.server.deps import CurrentUser, SessionDep, still_allowed
 from pixelchat.server.errors import APIError, responses
 from pixelchat.server.events import event_stream
 from pixelchat.server.models import ImageRow, RoomMember, SessionRow, User
-from pixelchat.server.routes import Timestamp
+from pixelchat.server.routes import MAX_JSON_INT, Colour, Seed, StyleName, Timestamp
 from pixelchat.server.routes.jobs import JobPublic, public as job_public
 from pixelchat.server.routes.openai_images import submit_job
 
@@ -29,32 +29,32 @@ router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
 
 class SessionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     title: str = Field("", max_length=200)
     room_id: str | None = Field(None, description="Share it in this room (you need to be an editor there).")
-    seed: int | None = Field(None, ge=0, description="Seed lock: every new picture starts from this seed.")
+    seed: Seed | None = Field(None, description="Seed lock: every new picture starts from this seed.")
     checks: int = Field(3, ge=0, le=8, description="Self-check attempts per change (0: off).")
-    style: str = Field("none", description="A style preset for the pictures (GET /api/styles).")
-    palette: list[str] | None = Field(None, max_length=16, description="Hex colours the pictures keep to.")
+    style: StyleName = Field("none", description="A style preset for the pictures (GET /api/styles).")
+    palette: list[Colour] | None = Field(None, max_length=16, description="Hex colours the pictures keep to.")
 
 
 class SessionUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     title: str = Field(max_length=200)
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str = Field(min_length=1, max_length=1000, description="What to draw, change or ask.")
 
 
 class Goto(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    node: int = Field(ge=0)
+    node: int = Field(ge=0, le=MAX_JSON_INT)
 
 
 class NodePublic(BaseModel):
@@ -235,10 +235,14 @@ async def goto(session_id: str, request: Request, user: CurrentUser, db: Session
 @router.get("/{session_id}/events", responses={200: {"content": {"text/event-stream": {}},
                                                      "description": "Server-sent events"}, **responses(404)})
 def session_events(session_id: str, request: Request, user: CurrentUser, db: SessionDep):
-    """Each turn as it is taken (type ``turn``), by anyone in the session's room."""
+    """Each turn as it is taken (type ``turn``), by anyone in the session's room. The stream ends
+    when the caller may no longer see the session (removed from its room, key revoked, signed out)."""
     row = session_for(db, user, session_id)
+    db.close()  # a stream lasts: its connection goes back to the pool now
+    slot = request.app.state.streams.open(user.id)
     sub = request.app.state.events.subscribe(f"session:{row.id}")
-    return event_stream(request, sub, [{"type": "hello", "session": row.id}])
+    return event_stream(request, sub, [{"type": "hello", "session": row.id}], slot=slot,
+                        allowed=still_allowed(request, lambda db, user: session_for(db, user, row.id)))
 
 
 @router.get("/{session_id}/export", response_class=Response,
