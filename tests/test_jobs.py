@@ -122,7 +122,7 @@ def test_the_preview_route_answers_a_png_and_refuses_what_generation_refuses(ser
     assert "a lake at night" in record["parameters"]
     assert server.get("/api/images", headers=server.as_user()).json()["data"] == []  # not stored
     assert error_of(server.post("/api/preview", json={"prompt": "a lake", "palette": ["red"]},
-                                headers=server.as_user()), 400)["param"] == "palette"
+                                headers=server.as_user()), 400)["param"] == "palette.0"  # the colour at fault
     assert error_of(server.post("/api/preview", json={"prompt": "a lake", "style": "nope"},
                                 headers=server.as_user()), 400)["param"] == "style"
     assert server.post("/api/preview", json={"prompt": "a lake"}).status_code == 401
