@@ -14,7 +14,9 @@ def test_shipped_weights_are_small_fp16_with_a_card():
     assert config["kind"] == "generator" and config["model"]["size"] == 64
     assert DEFAULT_MODEL.stat().st_size < 50 * 2**20
     assert (DEFAULT_MODEL.parent / "MODEL_CARD.md").is_file()
-    assert load_engine().info.id == "pixelchat-scenes64"
+    engine = load_engine()
+    assert engine.info.id == "pixelchat-spec64" and engine.info.arch == "specgan"
+    assert engine.reader.cfg.schema == engine.schema  # the shipped reader reads this model's schema
 
 
 def test_default_model_generates_reproducibly():

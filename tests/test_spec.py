@@ -161,3 +161,23 @@ def test_spec_training_refuses_free_captions(tmp_path):
         train(str(folder), arch="specgan", size=32, out=tmp_path / "run", steps=1, model_options=TINY_MODEL,
               train_options=TINY_TRAIN)
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_conversation_edits_the_spec(spec_model):
+    """A session on a spec model: the first picture's record holds what was said; a change keeps z and
+    every value nobody asked to change."""
+    from pixelchat.conversation.session import Session
+
+    s = Session(model=spec_model, seed=2, checks=0)
+    first = s.turn("hills by a lake at sunset")
+    assert first.kind == "generate"
+    said = first.node.record["spec"]["source"]
+    assert said["terrain"] == said["water"] == said["time"] == SAID
+    assert first.node.attributes == {"time": "sunset", "terrain": "hills", "water": "lake"}
+    second = s.turn("add a boat")
+    assert second.kind == "edit"
+    before, after = first.node.record, second.node.record
+    assert after["spec"]["values"]["boat"] == "yes"
+    assert after["latent"] == before["latent"]
+    assert {k: v for k, v in after["spec"]["values"].items() if k != "boat"} == \
+        {k: v for k, v in before["spec"]["values"].items() if k != "boat"}

@@ -491,6 +491,29 @@ def train_describer(
     typer.echo(str(path))
 
 
+@app.command("train-reader")
+def train_reader(
+    out: Path = typer.Option(Path("runs/reader/reader-scenes"), "--out", help="Checkpoint path (.safetensors + .json)."),
+    minutes: float = typer.Option(3.0, "--minutes", help="Training time budget (wall clock)."),
+    captions: int = typer.Option(16000, "--captions", help="Training-split captions to learn from."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Train the prompt reader (the text path: prompt → scene spec); reports accuracy on held-out phrasings."""
+    import torch
+
+    from pixelchat.text.reader import train_reader as train_fn
+
+    with user_errors():
+        if minutes <= 0 or captions < 100:
+            raise ValueError("need minutes > 0 and at least 100 captions")
+        if threads:
+            torch.set_num_threads(threads)
+        writable_dir(out.parent)
+        path = train_fn(out, n_train=captions, minutes=minutes, seed=seed, progress=err.is_terminal)
+    typer.echo(str(path))
+
+
 @app.command("train-inverter")
 def train_inverter(
     model: Optional[Path] = typer.Option(None, "--model", help="The generator to invert; default: the shipped model."),

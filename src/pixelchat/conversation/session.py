@@ -294,7 +294,9 @@ class Session:
             return Turn("ask", self._clash(clash), self.node)
         prompt = ", ".join([prompt, *(WITHOUT[a] for a in negative if a not in named)])
         result = generate_records(prompt, 1, self.seed, model=self.model)[0]
-        named = read_attributes(prompt)
+        spec = result.record.get("spec")  # a spec model says what it read; otherwise the pattern reader
+        named = ({k: v for k, v in spec["values"].items() if spec["source"].get(k) == "said"} if spec
+                 else read_attributes(prompt))
         reply = "here it is" + (f" ({', '.join(f'{k} {v}' for k, v in named.items())})" if named else "")
         node = self._add(message, "generate", prompt, named, reply, result)
         return Turn("generate", reply, node, [node.output])

@@ -10,7 +10,7 @@ from pixelchat.engines.base import Engine, GeneratedImage, GenerateRequest, Mode
 from pixelchat.engines.gan import GANEngine
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_MODEL = WEIGHTS_DIR / "pixelchat-scenes64.safetensors"
+DEFAULT_MODEL = WEIGHTS_DIR / "pixelchat-spec64.safetensors"
 
 
 ENGINES = ("gan", "diffusers")

@@ -16,8 +16,7 @@ from PIL import Image
 from pixelchat.engines.base import (
     MAX_IMAGES, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation, check_prompt, check_seed,
 )
-from pixelchat.models import ModelConfig, build_generator
-from pixelchat.training.checkpoint import CheckpointError, load_checkpoint, load_module
+from pixelchat.training.checkpoint import CheckpointError, load_generator
 
 
 
@@ -49,17 +48,12 @@ class GANEngine:
     """Serves a generator checkpoint written by the training loop (``model.safetensors`` + JSON)."""
 
     def __init__(self, path: str | Path, *, encoder=None, describer=None, inverter: str | Path | None = None):
-        ckpt = load_checkpoint(path)
+        self.generator, self.model_cfg, ckpt = load_generator(path)
         config = ckpt.config
-        try:
-            self.model_cfg = ModelConfig.from_dict(config["model"])
-            enc = config["text_encoder"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {ckpt.path} has an invalid config: {e}") from e
-        self.generator = build_generator(self.model_cfg).eval()
-        load_module(self.generator, ckpt, "G_ema")
-        self.generator = self.generator.to(memory_format=torch.channels_last)
-        self.generator.requires_grad_(False)
+        enc = config.get("text_encoder")
+        if not isinstance(enc, dict) or "name" not in enc:
+            raise CheckpointError(f"checkpoint {ckpt.path} names no text encoder (a spec-conditioned model is "
+                                  "served by pixelchat.engines.spec.SpecEngine)")
         if encoder is None:
             from pixelchat.text.encoder import load_text_encoder
 

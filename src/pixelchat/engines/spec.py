@@ -22,8 +22,11 @@ from pixelchat.engines.base import (
     MAX_IMAGES, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation, check_prompt, check_seed,
 )
 from pixelchat.engines.gan import GANEngine, Source, encode_latent, latent_for_seed
-from pixelchat.models import ModelConfig, build_generator
-from pixelchat.training.checkpoint import CheckpointError, load_checkpoint, load_module
+from pixelchat.training.checkpoint import CheckpointError, load_generator
+
+
+# How far edit candidates move from the picture's latent when several are asked for at strength 0.
+DEFAULT_SPREAD = 0.35
 
 
 class SpecEngine(GANEngine):
@@ -32,19 +35,11 @@ class SpecEngine(GANEngine):
     spec_edits = True  # edits take the asked changes as spec values (see `edit`)
 
     def __init__(self, path: str | Path, *, encoder=None, reader=None, describer=None):
-        ckpt = load_checkpoint(path)
+        self.generator, self.model_cfg, ckpt = load_generator(path)
         config = ckpt.config
-        try:
-            self.model_cfg = ModelConfig.from_dict(config["model"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {ckpt.path} has an invalid config: {e}") from e
         if self.model_cfg.arch != "specgan" or not self.model_cfg.schema:
             raise CheckpointError(f"checkpoint {ckpt.path} is not a spec-conditioned generator")
         self.schema = {k: list(v) for k, v in self.model_cfg.schema.items()}
-        self.generator = build_generator(self.model_cfg).eval()
-        load_module(self.generator, ckpt, "G_ema")
-        self.generator = self.generator.to(memory_format=torch.channels_last)
-        self.generator.requires_grad_(False)
         self._encoder, self._reader = encoder, reader
         self._describer = describer
         self._inverter_path, self._inverter = None, False  # inversion starts from random latents
@@ -177,20 +172,23 @@ class SpecEngine(GANEngine):
 
     def edit(self, image: Image.Image, prompt: str, *, mask=None, strength: float = 0.0, n: int = 1,
              seed: int | None = None, target: dict[str, str] | None = None, changes: dict[str, str] | None = None,
-             source_prompt: str | None = None, candidates: int = 16, **options) -> list[GeneratedImage]:
+             source_prompt: str | None = None, candidates: int | None = None, **options) -> list[GeneratedImage]:
         """Redraw ``image`` with the spec changed as asked, z and every other value kept.
 
         changes: the values asked for (default: what ``prompt`` says that differs from the picture's
         spec; ``target`` — the whole desired picture, as the text GAN takes it — only where ``changes``
-        is not given). strength: 0 redraws from the picture's own latent; above 0, candidates move that
-        far from it and the one the describer reads closest to the spec, and nearest to the picture,
-        is kept (what a self-check asks for on a retry). mask: (H, W) in [0, 1], 1 where it may change."""
+        is not given). strength and candidates: with one candidate and strength 0 (the default) the
+        picture is redrawn from its own latent; otherwise ``candidates`` latents (the picture's own
+        first, then ones moving up to ``strength`` away from it, 0.35 where strength is 0; default 16)
+        are redrawn and the ones the describer reads closest to the new spec, and nearest to the
+        picture, are kept (what a self-check asks for on a retry). mask: (H, W) in [0, 1], 1 where
+        it may change."""
         if options:
             raise UnsupportedOperation(f"unknown edit option(s): {', '.join(sorted(options))}")
         self.check_inputs(GenerateRequest(prompt=prompt, n=n, seed=seed))
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {strength}")
-        if not 1 <= candidates <= 256:
+        if candidates is not None and not 1 <= candidates <= 256:
             raise ValueError(f"candidates must be between 1 and 256, got {candidates}")
         from pixelchat.vision.editing import blend, candidate_latents, feather, mask_tensor
 
@@ -209,12 +207,13 @@ class SpecEngine(GANEngine):
         user_mask = None if mask is None else feather(mask_tensor(mask, self.model_cfg.size), 1.0)
         cond = self.spec_tensor([new])
         base = seed if seed is not None else secrets.randbelow(2**32)
-        k = max(n, candidates if strength > 0 else n)
-        zs = candidate_latents(src.z[0], strength, k, torch.Generator().manual_seed(base))
+        k = max(n, candidates or (16 if strength > 0 else 1))
+        spread = strength if strength > 0 else (DEFAULT_SPREAD if k > 1 else 0.0)
+        zs = candidate_latents(src.z[0], spread, k, torch.Generator().manual_seed(base))
         images = self.redraw(zs, cond)
         if user_mask is not None:
             images = blend(images, x0, user_mask)
-        if strength > 0:
+        if k > 1:
             target_seen = {k: v for k, v in _observable(new.values, self.schema).items()}
             order = self._rank(images, target_seen, x0)[:n]
             images, zs = images[order], zs[order]

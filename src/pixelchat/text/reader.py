@@ -4,8 +4,9 @@ A small network on the frozen MiniLM token states: per attribute, a learned quer
 the prompt's tokens (attention pooling) and a head picks one of the attribute's values or "not
 said". It learns from the training captions, which carry the attributes they name, so it reads
 wording nobody wrote a pattern for ("beneath a glowing moon") through the encoder's sense of
-words; the pattern reader (`read_attributes`) still answers where it is sure and the network is
-not (see `read_prompt`).
+words; the pattern reader (`read_attributes`), written by hand and precise where a phrase of its
+vocabulary matches, answers first, and the network reads what no pattern matched (see
+`read_prompts`).
 
     reader = load_reader()
     read_prompt(reader, encoder, "snowy peaks at dusk with no boats")
@@ -27,8 +28,6 @@ import torch.nn.functional as F
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_READER = WEIGHTS / "reader-scenes"
-# Below this confidence the network's reading of an attribute gives way to the pattern reader's.
-PATTERN_BELOW = 0.9
 
 
 @dataclass
@@ -92,7 +91,8 @@ def reader_probabilities(reader: PromptReader, encoder, prompts: list[str]) -> l
 
 
 def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns: bool = True) -> list[Reading]:
-    """Each prompt's reading: the network's, with the pattern reader's where the network is unsure."""
+    """Each prompt's reading: the pattern reader's values where a pattern matched, the network's elsewhere
+    (``patterns=False``: the network's alone)."""
     from pixelchat.text.instructions import read_attributes
 
     schema = reader.cfg.schema
@@ -107,7 +107,7 @@ def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns:
                 values[name], confidence[name], by[name] = vals[j], float(p[j]), "network"
         if patterns and _is_scenes(schema):
             for name, value in read_attributes(prompt).items():
-                if name not in values or (values[name] != value and confidence[name] < PATTERN_BELOW):
+                if values.get(name) != value:
                     values[name], by[name] = value, "pattern"
                     confidence[name] = float(probs[list(schema).index(name)][i][list(schema[name]).index(value)])
         order = list(schema)
@@ -162,7 +162,8 @@ def reader_scores(readings: list[Reading], named: list[dict[str, str]], schema: 
 
 
 def train_reader(out: str | Path, *, n_train: int = 20_000, n_test: int = 2_000, minutes: float = 5.0,
-                 steps: int | None = None, batch_size: int = 128, lr: float = 2e-3, seed: int = 0, encoder=None, progress: bool = True) -> Path:
+                 steps: int | None = None, batch_size: int = 128, lr: float = 2e-3, seed: int = 0, encoder=None,
+                 progress: bool = True) -> Path:
     """Train the prompt reader on training-split captions for ``minutes`` (or ``steps``, whichever comes
     first); score it on held-out phrasings ("eval" split)."""
     from rich.progress import track
@@ -194,6 +195,7 @@ def train_reader(out: str | Path, *, n_train: int = 20_000, n_test: int = 2_000,
         loss.backward()
         opt.step()
         step += 1
+    train_minutes = round((time.time() - t0) / 60, 2)
     reader.eval()
     test_captions, test_named = caption_set(n_test, seed + 1, "eval")
     scores = {
@@ -201,11 +203,11 @@ def train_reader(out: str | Path, *, n_train: int = 20_000, n_test: int = 2_000,
         "with_patterns": reader_scores(read_prompts(reader, encoder, test_captions), test_named, schema),
     }
     meta = {"kind": "prompt-reader", "prompt-reader": cfg.to_dict(),
-            "training": {"n_train": n_train, "steps": step, "minutes": round((time.time() - t0) / 60, 2),
+            "training": {"n_train": n_train, "steps": step, "minutes": train_minutes,
                          "batch_size": batch_size, "lr": lr, "seed": seed, "split": "train"},
             "text_encoder": {"name": encoder.name, "sha256": encoder.weights_sha256},
             "test": {"split": "eval", "n": n_test, **scores}}
-    path = save_checkpoint(out, module_tensors("prompt-reader", reader), meta)
+    path = save_checkpoint(out, module_tensors("prompt-reader", reader, torch.float16), meta)
     if progress:
         print(json.dumps(meta["test"], indent=1))
     return path

@@ -134,6 +134,23 @@ def load_network(path: str | os.PathLike, kind: str, build) -> torch.nn.Module:
     return module.eval().to(memory_format=torch.channels_last)
 
 
+def load_generator(path: str | os.PathLike):
+    """A generator checkpoint's EMA generator (eval mode, channels_last, no gradients), its ModelConfig
+    and the checkpoint itself."""
+    from pixelchat.models import ModelConfig, build_generator
+
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = ModelConfig.from_dict(ckpt.config["model"])
+        generator = build_generator(cfg).eval()
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {ckpt.path} has an invalid config: {e}") from e
+    load_module(generator, ckpt, "G_ema")
+    generator = generator.to(memory_format=torch.channels_last)
+    generator.requires_grad_(False)
+    return generator, cfg, ckpt
+
+
 def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
     """Flatten an optimizer's state into tensors (for safetensors) and its param groups (for JSON)."""
     sd = opt.state_dict()

@@ -146,19 +146,23 @@ def train_inverter(generator_path: str | Path, out: str | Path, *, minutes: floa
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from pixelchat.engines.gan import GANEngine
+    from pixelchat.text.encoder import load_text_encoder
+    from pixelchat.training.checkpoint import CheckpointError, load_generator
 
     console = console or Console(stderr=True)
-    engine = GANEngine(generator_path)
-    G = engine.generator.float()
-    mc = engine.model_cfg
+    G, mc, ckpt = load_generator(generator_path)
+    if mc.arch != "textgan":
+        raise CheckpointError("inverters are trained for the text GAN; a spec-conditioned model inverts from "
+                              "random starts under the describer's spec")
+    G = G.float()
+    encoder = load_text_encoder(ckpt.config["text_encoder"]["name"])
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     console.log(f"embedding {n_captions} prompts")
-    bank = engine.encoder.embed(caption_bank(n_captions, seed))
-    test_bank = engine.encoder.embed(caption_bank(n_test, seed + 1))
+    bank = encoder.embed(caption_bank(n_captions, seed))
+    test_bank = encoder.embed(caption_bank(n_test, seed + 1))
     cfg = InverterConfig(size=mc.size, z_dim=mc.z_dim, text_dim=mc.text_dim, width=width,
-                         generator_sha256=engine.info.sha256)
+                         generator_sha256=ckpt.sha256)
     model = Inverter(cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     budget, t0, step = minutes * 60, time.time(), 0
@@ -189,7 +193,7 @@ def train_inverter(generator_path: str | Path, out: str | Path, *, minutes: floa
                     console.log(info)
     model.eval()
     tensors = module_tensors("inverter", model, torch.float16)
-    config = {"kind": "inverter", "inverter": cfg.to_dict(), "generator": str(engine.info.path), "steps": step,
+    config = {"kind": "inverter", "inverter": cfg.to_dict(), "generator": str(ckpt.path), "steps": step,
               "batch_size": batch_size, "recon_weight": recon_weight, "train_seconds": round(time.time() - t0, 1)}
     path = save_checkpoint(out, tensors, config)
     # held out: fresh latents and prompts the inverter never saw

@@ -1,0 +1,58 @@
+"""The prompt reader (the text path): a tiny one trained a few steps, and the shipped one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pixelchat.data.scenes import SCHEMA
+from pixelchat.text.encoder import load_text_encoder
+from pixelchat.text.reader import (
+    caption_set, load_reader, read_prompt, read_prompts, reader_scores, reading_labels, train_reader,
+)
+
+SCENES = {k: list(v) for k, v in SCHEMA.items()}
+
+
+@pytest.fixture(scope="module")
+def tiny_reader(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reader") / "reader"
+    return train_reader(out, n_train=400, n_test=40, minutes=5, steps=250, batch_size=32, lr=3e-3, progress=False)
+
+
+def test_labels_mark_what_a_caption_leaves_out():
+    labels = reading_labels([{"boat": "no"}, {}], SCENES)
+    b = list(SCENES).index("boat")
+    assert labels[0, b] == SCENES["boat"].index("no")
+    assert labels[1, b] == len(SCENES["boat"])  # "not said"
+
+
+def test_a_tiny_reader_learns_to_read_its_captions(tiny_reader):
+    reader = load_reader(tiny_reader)
+    encoder = load_text_encoder()
+    captions, named = caption_set(400, 0, "train")  # what it trained on: it must have learned something
+    scores = reader_scores(read_prompts(reader, encoder, captions[:120], patterns=False), named[:120], SCENES)
+    assert scores["mean"] > 0.8
+    meta = json.loads(tiny_reader.with_suffix(".json").read_text())
+    assert meta["test"]["split"] == "eval" and set(meta["test"]) >= {"network", "with_patterns"}
+
+
+def test_the_reader_refuses_a_checkpoint_of_another_kind(tmp_path):
+    from pixelchat.training.checkpoint import CheckpointError
+    from pixelchat.vision.describer import DEFAULT_DESCRIBER
+
+    with pytest.raises(CheckpointError, match="prompt-reader"):
+        load_reader(DEFAULT_DESCRIBER)
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("snowy peaks at dusk with no boats", {"terrain": "mountains", "snow": "yes", "time": "sunset", "boat": "no"}),
+    ("a cottage beside a pond under a full moon", {"house": "yes", "water": "lake", "celestial": "moon"}),
+    ("a treeless desert by day with a clear sky", {"trees": "none", "terrain": "desert", "time": "day", "clouds": "none"}),
+])
+def test_the_shipped_reader_reads_what_a_prompt_says(prompt, expected):
+    reading = read_prompt(load_reader(), load_text_encoder(), prompt)
+    assert {k: reading.values.get(k) for k in expected} == expected
+    assert set(reading.values) == set(expected)  # nothing more is read into it
+    assert all(0.0 <= c <= 1.0 for c in reading.confidence.values())
