@@ -16,6 +16,7 @@ The judge is the measuring instrument only: the edit path never loads it.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from collections import Counter
@@ -105,8 +106,8 @@ def main():
     parser.add_argument("--cases", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0, help="0 is the reported suite; tune on others")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--strength", type=float, default=0.35)
-    parser.add_argument("--candidates", type=int, default=24)
+    parser.add_argument("--strength", type=float, default=None, help="default: the engine's (0.35 for the text GAN, 0 for a spec model)")
+    parser.add_argument("--candidates", type=int, default=None, help="default: the engine's")
     parser.add_argument("--mix", default="auto")
     parser.add_argument("--keep", default="auto")
     parser.add_argument("--wording", default="full")
@@ -123,14 +124,18 @@ def main():
     print(f"machine: {machine()}")
     print(f"model: {engine.info.id}; " + ", ".join(f"{k} {v}" for k, v in vars(args).items() if k not in ("json", "model", "threads")))
     cases = build_cases(engine, judge, args.cases, args.seed)
+    # the options this engine's edit takes (a spec model has no text mixing, kept pixels or refinement)
+    takes = inspect.signature(engine.edit).parameters
+    options = {k: v for k, v in {"strength": args.strength, "candidates": args.candidates, "mix": args.mix,
+                                 "keep": args.keep, "refine_steps": args.refine_steps}.items()
+               if k in takes and v is not None}
     rows = []
     t0 = time.perf_counter()
     for i, case in enumerate(cases):
         t = time.perf_counter()
         try:
-            result = edit(case["image"], case["instruction"], strength=args.strength, seed=i, model=args.model,
-                          candidates=args.candidates, mix=args.mix, keep=args.keep, wording=args.wording,
-                          refine_steps=args.refine_steps)
+            result = edit(case["image"], case["instruction"], seed=i, model=args.model, wording=args.wording,
+                          **options)
         except InstructionError as e:
             rows.append({**_plain(case), "error": str(e)})
             continue

@@ -22,10 +22,10 @@ import torch
 
 from _machine import machine
 
-from pixelchat.data.scenes import SCHEMA, observable, validate_attributes
+from pixelchat.data.scenes import observable, validate_attributes
 from pixelchat.data.spec import complete_spec
 from pixelchat.engines import load_engine
-from pixelchat.engines.spec import _repair
+from pixelchat.engines.spec import repair_spec
 from pixelchat.evaluation.judge import load_judge, predict
 
 FIRST_SEED = 10_000_000  # far past any training render's seed
@@ -73,7 +73,7 @@ def main() -> None:
         for _ in range(20):
             name = list(schema)[rng.integers(len(schema))]
             value = [v for v in schema[name] if v != spec.values[name]][rng.integers(len(schema[name]) - 1)]
-            new = _repair(spec.with_values({name: value}), {name: value}, schema)
+            new = repair_spec(spec.with_values({name: value}), {name: value}, schema)
             try:
                 validate_attributes(new.values)
             except ValueError:

@@ -181,3 +181,31 @@ def test_a_conversation_edits_the_spec(spec_model):
     assert after["latent"] == before["latent"]
     assert {k: v for k, v in after["spec"]["values"].items() if k != "boat"} == \
         {k: v for k, v in before["spec"]["values"].items() if k != "boat"}
+
+
+def test_generate_json_says_each_pictures_spec(spec_model, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from pixelchat.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "a house by the sea", "--model", str(spec_model), "--n", "2",
+                                      "--seed", "5", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    specs = json.loads(result.output)["specs"]
+    assert [s["values"]["house"] for s in specs] == ["yes", "yes"]
+    assert [s["source"]["house"] for s in specs] == [SAID, SAID]
+
+
+def test_the_impossible_is_one_clear_error_and_nothing_written(spec_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from pixelchat.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["generate", "a boat in a desert with no water", "--model", str(spec_model),
+                                      "--out", str(out)])
+    assert result.exit_code == 2
+    assert "boat needs water" in result.output
+    assert not out.exists() or not any(out.iterdir())

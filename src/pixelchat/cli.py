@@ -92,8 +92,11 @@ def generate(
         paths = save_generated(results, out)
     if as_json:
         record = results[0].record
-        typer.echo(json.dumps({"prompt": prompt, "files": [str(p) for p in paths], "seeds": [r.seed for r in results],
-                               "model": record["model"]}))
+        out_json = {"prompt": prompt, "files": [str(p) for p in paths], "seeds": [r.seed for r in results],
+                    "model": record["model"]}
+        if "spec" in record:  # a spec model: what each picture's spec holds, said or filled in
+            out_json["specs"] = [r.record["spec"] for r in results]
+        typer.echo(json.dumps(out_json))
     else:
         for p in paths:
             typer.echo(str(p))

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import math
 import secrets
+import threading
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from pixelchat.data.spec import SEEN, FILLED, SceneSpec, SpecError, check_values, complete_spec, is_scenes
+from pixelchat.data.spec import FILLED, SEEN, SceneSpec, SpecError, check_values, complete_spec, is_scenes
 from pixelchat.engines.base import (
-    MAX_IMAGES, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation, check_prompt, check_seed,
+    MAX_IMAGES, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation, check_seed,
 )
-from pixelchat.engines.gan import GANEngine, Source, encode_latent, latent_for_seed
+from pixelchat.engines.gan import GANEngine, Source
 from pixelchat.training.checkpoint import CheckpointError, load_generator
 
 
+READING_CACHE = 4096  # prompts whose reading is kept
 # How far edit candidates move from the picture's latent when several are asked for at strength 0.
 DEFAULT_SPREAD = 0.35
 
@@ -41,6 +44,8 @@ class SpecEngine(GANEngine):
             raise CheckpointError(f"checkpoint {ckpt.path} is not a spec-conditioned generator")
         self.schema = {k: list(v) for k, v in self.model_cfg.schema.items()}
         self._encoder, self._reader = encoder, reader
+        self._readings: OrderedDict[str, tuple[dict, dict]] = OrderedDict()  # prompt → reading, most recent last
+        self._lock = threading.RLock()
         self._describer = describer
         self._inverter_path, self._inverter = None, False  # inversion starts from random latents
         self.info = ModelInfo(id=config.get("name") or ckpt.path.stem, sha256=ckpt.sha256, engine="gan",
@@ -74,12 +79,25 @@ class SpecEngine(GANEngine):
         self._encoder = value
 
     def read(self, prompts: list[str]) -> list[tuple[dict[str, str], dict[str, float]]]:
-        """Each prompt's said values and the reader's confidence in them."""
-        if self.reader is not None:
-            from pixelchat.text.reader import read_prompts
+        """Each prompt's said values and the reader's confidence in them (cached per prompt: the same
+        prompt again costs no encoder pass)."""
+        if self.reader is None:
+            return [match_classes(p, self.schema) for p in prompts]
+        from pixelchat.text.reader import read_prompts
 
-            return [(r.values, r.confidence) for r in read_prompts(self.reader, self.encoder, prompts)]
-        return [match_classes(p, self.schema) for p in prompts]
+        with self._lock:
+            missing = list(dict.fromkeys(p for p in prompts if p not in self._readings))
+            if missing:
+                for p, r in zip(missing, read_prompts(self.reader, self.encoder, missing)):
+                    self._readings[p] = (r.values, r.confidence)
+            out = []
+            for p in prompts:
+                self._readings.move_to_end(p)
+                values, confidence = self._readings[p]
+                out.append((dict(values), dict(confidence)))
+            while len(self._readings) > READING_CACHE:
+                self._readings.popitem(last=False)
+            return out
 
     def specs_for(self, request: GenerateRequest, seeds: list[int], reading=None) -> list[SceneSpec]:
         """The spec of each picture: what the prompt (or ``request.spec``) says, the rest from the prior."""
@@ -199,7 +217,7 @@ class SpecEngine(GANEngine):
         try:
             check_values(changes, self.schema)
             new = src.spec.with_values(changes)
-            new = _repair(new, changes, self.schema)
+            new = repair_spec(new, changes, self.schema)
             check_values(new.values, self.schema, complete=True)
         except SpecError as e:
             raise ValueError(f"cannot make that change: {e}") from None
@@ -267,7 +285,7 @@ def _spec_prompt(spec: SceneSpec, schema) -> str:
     return ", ".join(spec.values.values())
 
 
-def _repair(spec: SceneSpec, asked: dict[str, str], schema) -> SceneSpec:
+def repair_spec(spec: SceneSpec, asked: dict[str, str], schema) -> SceneSpec:
     """What an asked change forces on the rest of a scenes spec: the moon needs night, night has no sun,
     a boat needs water, no water holds no boat; the forced values are marked as said."""
     if not is_scenes(schema):
