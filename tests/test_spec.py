@@ -209,3 +209,18 @@ def test_the_impossible_is_one_clear_error_and_nothing_written(spec_model, tmp_p
     assert result.exit_code == 2
     assert "boat needs water" in result.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_picture_from_elsewhere_is_read_into_a_spec_and_inverted(spec_model):
+    from pixelchat.data.scenes import render_scene
+    from pixelchat.edit import edit
+
+    picture = render_scene({"time": "day", "celestial": "sun", "clouds": "few", "cloud_color": "white",
+                            "terrain": "hills", "snow": "no", "water": "lake", "trees": "none", "house": "no",
+                            "boat": "no"}, 64, seed=1)
+    result = edit(picture, "add a boat", model=spec_model)
+    record = result.images[0].record
+    assert record["edit"]["source"]["how"] == "inversion"
+    assert record["spec"]["values"]["boat"] == "yes" and record["spec"]["source"]["boat"] == SAID
+    assert "seen" in record["spec"]["source"].values()
+    assert result.images[0].image.size == (32, 32)

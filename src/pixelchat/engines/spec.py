@@ -190,7 +190,8 @@ class SpecEngine(GANEngine):
 
     def edit(self, image: Image.Image, prompt: str, *, mask=None, strength: float = 0.0, n: int = 1,
              seed: int | None = None, target: dict[str, str] | None = None, changes: dict[str, str] | None = None,
-             source_prompt: str | None = None, candidates: int | None = None, **options) -> list[GeneratedImage]:
+             source_prompt: str | None = None, candidates: int | None = None, keep: str = "auto",
+             **options) -> list[GeneratedImage]:
         """Redraw ``image`` with the spec changed as asked, z and every other value kept.
 
         changes: the values asked for (default: what ``prompt`` says that differs from the picture's
@@ -200,15 +201,19 @@ class SpecEngine(GANEngine):
         first, then ones moving up to ``strength`` away from it, 0.35 where strength is 0; default 16)
         are redrawn and the ones the describer reads closest to the new spec, and nearest to the
         picture, are kept (what a self-check asks for on a retry). mask: (H, W) in [0, 1], 1 where
-        it may change."""
+        it may change; without one, a picture from elsewhere (inverted) keeps its own pixels wherever
+        the redraw under the new spec differs little from the redraw under its old one (``keep="off"``:
+        the whole redraw)."""
         if options:
             raise UnsupportedOperation(f"unknown edit option(s): {', '.join(sorted(options))}")
         self.check_inputs(GenerateRequest(prompt=prompt, n=n, seed=seed))
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {strength}")
+        if keep not in ("auto", "off"):
+            raise ValueError(f"keep must be auto or off, got {keep!r}")
         if candidates is not None and not 1 <= candidates <= 256:
             raise ValueError(f"candidates must be between 1 and 256, got {candidates}")
-        from pixelchat.vision.editing import blend, candidate_latents, feather, mask_tensor
+        from pixelchat.vision.editing import blend, candidate_latents, change_mask, feather, mask_tensor
 
         src = self.source(image, source_prompt)
         if changes is None:
@@ -231,6 +236,9 @@ class SpecEngine(GANEngine):
         images = self.redraw(zs, cond)
         if user_mask is not None:
             images = blend(images, x0, user_mask)
+        elif src.how == "inversion" and keep == "auto":  # a picture from elsewhere keeps its own pixels where the redraw did not change
+            old = self.redraw(src.z, src.text)  # the picture as the generator redraws it under its old spec
+            images = blend(images, x0, change_mask(images, old.expand(len(images), -1, -1, -1)))
         if k > 1:
             target_seen = {k: v for k, v in _observable(new.values, self.schema).items()}
             order = self._rank(images, target_seen, x0)[:n]
