@@ -11,8 +11,9 @@ and the worst latency (and statuses) the innocent user saw meanwhile.
 5. keys and the queue: one user makes keys until refused, then posts N conversation turns at once
    (Prefer: respond-async) while the innocent user takes one turn
 
-Starts `pixelchat serve` on 127.0.0.1 with a fresh data folder (the shipped model unless --model);
-with PYTHONPATH pointing at another checkout's src, the same attacks run against that code.
+Each attack gets a server of its own: `pixelchat serve` on 127.0.0.1 with a fresh data folder (the
+shipped model unless --model), so no attack inherits another's queue, limits or memory. With
+PYTHONPATH pointing at another checkout's src, the same attacks run against that code.
 
     python benchmarks/bench_abuse.py [--streams 64] [--logins 40] [--uploads 64] [--turns 80] [--model PATH]
 """
@@ -31,7 +32,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 
 import httpx
 from PIL import Image
@@ -48,17 +48,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: str, model: str | None) -> tuple[subprocess.Popen, str, dict[str, str], dict]:
-    env = {**os.environ, "PIXELCHAT_DATA_DIR": data, **({"PIXELCHAT_MODEL": model} if model else {})}
-    keys = {}
+ACCOUNTS = f"""
+import json
+from pixelchat.server.admin import create_key, create_user
+from pixelchat.server.config import Settings
+from pixelchat.server.db import migrate, session_factory
+settings = Settings()
+migrate(settings.database)
+with session_factory(settings.database)() as db:
+    keys = {{}}
     for name in ("mallory", "alice"):
-        subprocess.run([*CLI, "users", "create", name, "--password-stdin"], input=PASSWORD, text=True, env=env,
-                       check=True, capture_output=True)
-        keys[name] = json.loads(subprocess.run([*CLI, "keys", "create", name, "--json"], env=env, check=True,
-                                               capture_output=True, text=True).stdout)["key"]
+        create_user(db, name, {PASSWORD!r})
+        keys[name] = create_key(db, name)
+print(json.dumps(keys))
+"""
+
+
+def start_server(data: str, model: str | None, log: str | None = None) -> tuple[subprocess.Popen, str, dict, dict]:
+    """`pixelchat serve` on a free loopback port with accounts mallory and alice (password and key each)."""
+    env = {**os.environ, "PIXELCHAT_DATA_DIR": data, **({"PIXELCHAT_MODEL": model} if model else {})}
+    keys = json.loads(subprocess.run([sys.executable, "-c", ACCOUNTS], env=env, check=True, capture_output=True,
+                                     text=True).stdout)
     port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(1200):
         try:
@@ -265,59 +278,62 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=80)
     parser.add_argument("--model", default=None, help="checkpoint to serve (default: the shipped model)")
     parser.add_argument("--only", default="1,2,3,4,5", help="which attacks to run, e.g. 1,3")
+    parser.add_argument("--server-log", default=None, help="append the servers' output to this file")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.1f}")
-    with tempfile.TemporaryDirectory() as data:
-        proc, base, keys, _ = start_server(data, args.model)
-        rss, innocent, rows = PeakRSS(proc.pid), Innocent(base, keys["alice"]), []
-        idle = rss.now()
+    attacks = []
+    if 1 in only:
+        attacks.append((f"1. {args.streams} event streams, one key",
+                        lambda base, keys: summary(asyncio.run(streams(base, keys["mallory"], args.streams)))))
+    if 2 in only:
+        attacks.append((f"2. 30 wrong passwords, then {args.logins} at once",
+                        lambda base, keys: summary(asyncio.run(sign_ins(base, args.logins)))))
+    if 3 in only:
+        for route, fmt in [("/api/describe", "PNG"), ("/v1/images/variations", "PNG"), ("/api/describe", "JPEG")]:
+            attacks.append((f"3. {args.uploads} × 4096² {fmt} ({len(picture(fmt)) // 1024} KiB) to {route}",
+                            lambda base, keys, route=route, fmt=fmt: summary(asyncio.run(
+                                uploads(base, keys["mallory"], args.uploads, route, fmt)))))
+    if 4 in only:
+        attacks.append(("4. a revoked key's open stream, then a turn",
+                        lambda base, keys: summary(asyncio.run(revoked(base, keys["mallory"])))))
+    if 5 in only:
+        def queue_attack(base, keys):
+            statuses, _, note = asyncio.run(keys_and_queue(base, keys, args.turns))
+            return f"{summary(statuses)}; {note}"
+        attacks.append((f"5. keys until refused; {args.turns} turns at once", queue_attack))
 
-        @contextmanager
-        def phase(name: str):
-            rss.reset()
-            innocent.start()
-            started = time.perf_counter()
-            row = {"attack": name}
+    rows = []
+    for name, attack in attacks:
+        with tempfile.TemporaryDirectory() as data:
+            proc, base, keys, _ = start_server(data, args.model, args.server_log)
+            rss, innocent = PeakRSS(proc.pid), Innocent(base, keys["alice"])
             try:
-                yield row
-            finally:
+                time.sleep(1.0)
+                row = {"attack": name, "idle": rss.now()}
+                rss.reset()
+                innocent.start()
+                started = time.perf_counter()
+                row["statuses"] = attack(base, keys)
+                row["seconds"] = time.perf_counter() - started
                 time.sleep(1.0)  # the innocent user goes on a moment after the attack
                 innocent.stop()
-                row.update(seconds=time.perf_counter() - started - 1.0, peak=rss.peak,
-                           worst=innocent.worst, innocent=summary(innocent.statuses))
+                row.update(peak=rss.peak, worst=innocent.worst, innocent=summary(innocent.statuses))
                 rows.append(row)
-                print(f"  {name}: {row.get('statuses')} ({row['seconds']:.1f} s)", flush=True)
-
-        try:
-            if 1 in only:
-                with phase(f"1. {args.streams} event streams, one key") as row:
-                    row["statuses"] = summary(asyncio.run(streams(base, keys["mallory"], args.streams)))
-            if 2 in only:
-                with phase(f"2. 30 wrong passwords, then {args.logins} at once") as row:
-                    row["statuses"] = summary(asyncio.run(sign_ins(base, args.logins)))
-            if 3 in only:
-                for route, fmt in [("/api/describe", "PNG"), ("/v1/images/variations", "PNG"), ("/api/describe", "JPEG")]:
-                    size = len(picture(fmt)) // 1024
-                    with phase(f"3. {args.uploads} × 4096² {fmt} ({size} KiB) to {route}") as row:
-                        row["statuses"] = summary(asyncio.run(uploads(base, keys["mallory"], args.uploads, route, fmt)))
-            if 4 in only:
-                with phase("4. a revoked key's open stream, then a turn") as row:
-                    row["statuses"] = summary(asyncio.run(revoked(base, keys["mallory"])))
-            if 5 in only:
-                with phase(f"5. keys until refused; {args.turns} turns at once") as row:
-                    statuses, hers, note = asyncio.run(keys_and_queue(base, keys, args.turns))
-                    row["statuses"] = f"{summary(statuses)}; {note}"
-        finally:
-            rss.stop.set()
-            proc.terminate()
-            proc.wait(90)
-    print(f"\nserver idle RSS {idle / 2**20:.0f} MiB\n")
-    print("| attack | attacker's statuses | s | peak RSS | innocent's worst latency | innocent's statuses |")
+                print(f"  {name}: {row['statuses']} ({row['seconds']:.1f} s)", flush=True)
+            finally:
+                rss.stop.set()
+                proc.terminate()
+                try:
+                    proc.wait(30)  # requests in flight may hold a graceful stop for a minute
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    print("\n| attack | attacker's statuses | s | RSS idle → peak | innocent's worst latency | innocent's statuses |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['attack']} | {r.get('statuses', '')} | {r['seconds']:.1f} | {r['peak'] / 2**20:.0f} MiB "
-              f"| {r['worst']:.2f} s | {r['innocent']} |")
+        print(f"| {r['attack']} | {r['statuses']} | {r['seconds']:.1f} | {r['idle'] / 2**20:.0f} → "
+              f"{r['peak'] / 2**20:.0f} MiB | {r['worst']:.2f} s | {r['innocent']} |")
 
 
 if __name__ == "__main__":

@@ -416,12 +416,37 @@ def test_one_user_gets_a_fair_share_of_the_queue(tmp_path, tiny_model):
         queue.submit(ada, "generate", {"prompt": "a lake", "n": 1, "seed": seed})
     with pytest.raises(APIError) as share:
         queue.submit(ada, "generate", {"prompt": "a lake", "n": 1})
-    assert share.value.status == 429 and share.value.headers == {"Retry-After": "1"}
+    assert (share.value.status, share.value.code, share.value.headers) == (429, "queue_share_exceeded",
+                                                                            {"Retry-After": "1"})
     for seed in range(2):
         queue.submit(bob, "generate", {"prompt": "a lake", "n": 1, "seed": seed})  # bob still gets in
     with pytest.raises(APIError) as full:
         queue.submit(cy, "generate", {"prompt": "a lake", "n": 1})
     assert full.value.status == 503 and queue.waiting == 5
+
+
+def test_the_moderators_encoder_is_loaded_once_before_the_first_request(tmp_path, tiny_model, monkeypatch):
+    from pixelchat.text import encoder
+
+    loads = []
+    real = encoder.load_text_encoder
+
+    def counted(*args, **kwargs):
+        loads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "load_text_encoder", counted)
+    with make_client(tmp_path, tiny_model) as client:
+        assert len(loads) == 1  # at start-up, not by whichever prompts come first
+        replies = []
+        threads = [threading.Thread(target=lambda i=i: replies.append(client.post(
+            "/api/preview", headers=client.as_user(), json={"prompt": f"a lake at night {i}"}).status_code))
+            for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert replies == [200] * 4 and len(loads) == 1
 
 
 # --- 6. smaller gaps ------------------------------------------------------------------------------------------------

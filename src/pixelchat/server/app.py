@@ -91,6 +91,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         from pixelchat.server.handlers import engine_of
 
         await run_in_threadpool(engine_of, queue)  # the first request should not wait for it
+        # nor for the moderator's text encoder: loaded lazily, a burst of first prompts would each load one
+        await run_in_threadpool(app.state.moderator.check, "a lake at sunset")
         await run_in_threadpool(configured_signer)  # bad Content Credentials settings stop the start, not a request
         events.loop = asyncio.get_running_loop()
         queue.start(settings.workers)

@@ -273,7 +273,7 @@ class JobQueue:
             share = self.settings.queue_per_user
             if self._reserving[user_id] + sum(1 for j in self._pending if self._users.get(j) == user_id) >= share:
                 raise APIError(429, f"You have {share} jobs waiting, your share of the queue: wait for them to "
-                                    "finish.", code="rate_limit_exceeded", headers={"Retry-After": "1"})
+                                    "finish.", code="queue_share_exceeded", headers={"Retry-After": "1"})
             if len(self._pending) + self._reserved >= self.settings.queue_size:
                 raise APIError(503, "The server is busy; try again in a moment.", code="server_busy",
                                headers={"Retry-After": "1"})

@@ -46,15 +46,18 @@ class UploadError(ValueError):
 
 
 # The largest picture any engine works from: the GAN reads 64–256 px, diffusion pipelines up to 1024 px
-# (SDXL); every upload is brought down to this before anything else sees it.
+# (SDXL); every upload is brought down to this before anything else sees it. What an upload may declare
+# follows from it: four times that a side (a phone photo, 4032×3024, passes), so a picture is reduced by
+# a whole factor of at most 4 and decodes to 64 MiB at the most (RGBA), a JPEG to a sixteenth of that.
 WORK_SIDE = 1024
+MAX_SIDE = 4 * WORK_SIDE
 
 
 @dataclass(frozen=True)  # frozen: the default instance is shared by every call
 class Limits:
     max_bytes: int = 4 * 1024 * 1024  # OpenAI's image edit endpoint takes PNGs up to 4 MB
-    max_pixels: int = 4096 * 4096  # a phone photo (4032×3024) passes; it is decoded at work_side
-    max_side: int = 4096
+    max_pixels: int = MAX_SIDE * MAX_SIDE
+    max_side: int = MAX_SIDE
     work_side: int | None = WORK_SIDE  # decoded pictures fit this square (None: full size)
 
 
