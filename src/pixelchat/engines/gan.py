@@ -112,12 +112,7 @@ class GANEngine:
     def generate_batch(self, requests: list[GenerateRequest]) -> list[list[GeneratedImage]]:
         """Several requests in one forward pass (dynamic batching): the same pictures as one
         `generate` call each, at the cost of one. Every request is checked before any is drawn."""
-        for request in requests:
-            self.check_inputs(request)
-        if sum(r.n for r in requests) > MAX_IMAGES:
-            raise ValueError(f"a batch draws at most {MAX_IMAGES} images")
-        seeds = [[(r.seed if r.seed is not None else secrets.randbelow(2**32)) + i for i in range(r.n)]
-                 for r in requests]
+        seeds = self.batch_seeds(requests)
         prompts = [r.prompt for r in requests for _ in range(r.n)]
         text = self.encoder.embed([p.strip() for p in prompts])
         z = torch.cat([self.prepare_latents(s, r.truncation) for s, r in zip(seeds, requests)])
@@ -129,6 +124,16 @@ class GANEngine:
                         for j, s in enumerate(ss)])
             i += r.n
         return out
+
+    def batch_seeds(self, requests: list[GenerateRequest]) -> list[list[int]]:
+        """Every request checked (before any is drawn), then each picture's seed: request seed + i, or a
+        random one."""
+        for request in requests:
+            self.check_inputs(request)
+        if sum(r.n for r in requests) > MAX_IMAGES:
+            raise ValueError(f"a batch draws at most {MAX_IMAGES} images")
+        return [[(r.seed if r.seed is not None else secrets.randbelow(2**32)) + i for i in range(r.n)]
+                for r in requests]
 
     def record(self, request: GenerateRequest, seed: int, z: torch.Tensor, created: str) -> dict:
         """Everything needed to say how the image was made, and to make it again."""

@@ -131,12 +131,7 @@ class SpecEngine(GANEngine):
         return self.generate_batch([request])[0]
 
     def generate_batch(self, requests: list[GenerateRequest]) -> list[list[GeneratedImage]]:
-        for request in requests:
-            self.check_inputs(request)
-        if sum(r.n for r in requests) > MAX_IMAGES:
-            raise ValueError(f"a batch draws at most {MAX_IMAGES} images")
-        seeds = [[(r.seed if r.seed is not None else secrets.randbelow(2**32)) + i for i in range(r.n)]
-                 for r in requests]
+        seeds = self.batch_seeds(requests)
         readings = self.read([r.prompt.strip() for r in requests])
         specs = [self.specs_for(r, s, reading) for r, s, reading in zip(requests, seeds, readings)]
         z = torch.cat([self.prepare_latents(s, r.truncation) for s, r in zip(seeds, requests)])
