@@ -30,8 +30,7 @@ from pixelchat.server.config import Settings  # noqa: E402
 from pixelchat.server.models import Vote  # noqa: E402
 
 PUBLIC = {("GET", "/health"), ("POST", "/api/login"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"),
-          ("GET", "/docs/oauth2-redirect"), ("GET", "/v1/images/files/{name}"), ("GET", "/"),
-          ("GET", "/studio/{name}"), ("GET", "/api/local-account"), ("POST", "/api/local-account")}
+          ("GET", "/v1/images/files/{name}"), ("GET", "/"), ("GET", "/studio/{name}"), ("GET", "/api/local-account"), ("POST", "/api/local-account")}
 
 
 def api_routes(app) -> list[tuple[str, str]]:

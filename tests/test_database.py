@@ -28,6 +28,7 @@ SCHEMA = {
     "0002": ({"logins", "rooms", "room_members", "sessions", "jobs", "ratings", "votes"},
              {"images": {"model", "session_id"}}),
     "0003": (set(), {"jobs": {"owner", "lease_until"}}),
+    "0004": (set(), {}),  # a unique index on votes (user, pair): no table or column
 }
 
 

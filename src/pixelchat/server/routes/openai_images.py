@@ -379,17 +379,13 @@ def fingerprint_of(image) -> str:
 
 
 async def read_upload(request: Request, files: list[UploadFile], param: str, mode: str):
-    """The first uploaded picture, read under the byte cap and decoded as hostile input."""
-    from pixelchat.server.uploads import Limits, UploadError, decode_image, read_capped
+    """The first uploaded picture, read under the byte cap and decoded as hostile input on a worker
+    thread, a few at a time (see `routes.images.read_picture`)."""
+    from pixelchat.server.routes.images import read_picture
 
     if not files:
         raise APIError(400, f"send a '{param}' file", param=param, code="invalid_value")
-    limit = request.app.state.settings.max_upload_bytes
-    try:
-        data = await read_capped(files[0], limit, param=param)
-        return decode_image(data, param=param, limits=Limits(max_bytes=limit), mode=mode)
-    except UploadError as e:
-        raise APIError(e.status, e.message, param=e.param, code=e.code) from None
+    return await read_picture(request, files[0], param, mode)
 
 
 def uploaded(single: UploadFile | None, many: list[UploadFile] | None) -> list[UploadFile]:
