@@ -120,6 +120,10 @@ class SpecEngine(GANEngine):
             except SpecError as e:
                 raise ValueError(str(e)) from None
 
+    def encode_prompt(self, prompt: str, n: int) -> torch.Tensor:
+        """The generator's condition for ``prompt``: (n, A) value indices of its spec completed from seed 0."""
+        return self.spec_tensor(self.specs_for(GenerateRequest(prompt), [0])).expand(n, -1)
+
     def spec_tensor(self, specs: list[SceneSpec]) -> torch.Tensor:
         return torch.tensor([s.indices(self.schema) for s in specs], dtype=torch.long)  # (n, A)
 
