@@ -235,12 +235,11 @@ class SpecEngine(GANEngine):
         images = self.redraw(zs, cond)
         if user_mask is not None:
             images = blend(images, x0, user_mask)
-        elif src.how == "inversion" and keep == "auto":  # a picture from elsewhere keeps its own pixels where the redraw did not change
+        elif src.how == "inversion" and keep == "auto":
             old = self.redraw(src.z, src.text)  # the picture as the generator redraws it under its old spec
             images = blend(images, x0, change_mask(images, old.expand(len(images), -1, -1, -1)))
         if k > 1:
-            target_seen = {k: v for k, v in _observable(new.values, self.schema).items()}
-            order = self._rank(images, target_seen, x0)[:n]
+            order = self._rank(images, _observable(new.values, self.schema), x0)[:n]
             images, zs = images[order], zs[order]
         else:
             images, zs = images[:n], zs[:n]
@@ -248,8 +247,8 @@ class SpecEngine(GANEngine):
                                   changes=dict(changes))
 
     def vary(self, image: Image.Image, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
-             candidates: int | None = None, **options) -> list[GeneratedImage]:
-        """``n`` variations: the same spec, the latent moved by ``strength``."""
+             **options) -> list[GeneratedImage]:
+        """``n`` variations: the same spec, the latent moved by ``strength`` (no candidates are ranked)."""
         if options:
             raise UnsupportedOperation(f"unknown variation option(s): {', '.join(sorted(options))}")
         if not 1 <= n <= MAX_IMAGES:
