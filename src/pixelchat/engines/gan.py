@@ -299,12 +299,7 @@ class GANEngine:
              candidates: int | None = None, **options) -> list[GeneratedImage]:
         """``n`` variations: the picture's latent moved by ``strength`` under its own prompt, the ones
         that keep its described content first."""
-        if options:
-            raise UnsupportedOperation(f"unknown variation option(s): {', '.join(sorted(options))}")
-        if not 1 <= n <= MAX_IMAGES:
-            raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be above 0 and at most 1, got {strength}")
+        self.check_vary(options, n, strength, seed)
         src = self.source(image)
         x0 = self.image_tensor(image)
         target = self.describe(image).attributes
@@ -316,6 +311,18 @@ class GANEngine:
         images = self.redraw(zs, src.text.expand(k, -1))
         order = self._rank(images, target, x0, closeness=0.0)[:n]
         return self._results(images[order], zs[order], src.prompt, base, "vary", src, strength=strength)
+
+    @staticmethod
+    def check_vary(options: dict, n: int, strength: float, seed: int | None) -> None:
+        """What every variation request must be: no unknown options, 1–64 pictures, 0 < strength ≤ 1, a seed
+        in range."""
+        if options:
+            raise UnsupportedOperation(f"unknown variation option(s): {', '.join(sorted(options))}")
+        if not 1 <= n <= MAX_IMAGES:
+            raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be above 0 and at most 1, got {strength}")
+        check_seed(seed)
 
     @torch.inference_mode()
     def _rank(self, images: torch.Tensor, target: dict[str, str], reference: torch.Tensor,

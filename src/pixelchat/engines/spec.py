@@ -20,9 +20,7 @@ import torch
 from PIL import Image
 
 from pixelchat.data.spec import FILLED, SEEN, SceneSpec, SpecError, check_values, complete_spec, is_scenes
-from pixelchat.engines.base import (
-    MAX_IMAGES, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation, check_seed,
-)
+from pixelchat.engines.base import GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation
 from pixelchat.engines.gan import GANEngine, Source
 from pixelchat.training.checkpoint import CheckpointError, load_generator
 
@@ -249,13 +247,7 @@ class SpecEngine(GANEngine):
     def vary(self, image: Image.Image, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
              **options) -> list[GeneratedImage]:
         """``n`` variations: the same spec, the latent moved by ``strength`` (no candidates are ranked)."""
-        if options:
-            raise UnsupportedOperation(f"unknown variation option(s): {', '.join(sorted(options))}")
-        if not 1 <= n <= MAX_IMAGES:
-            raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be above 0 and at most 1, got {strength}")
-        check_seed(seed)
+        self.check_vary(options, n, strength, seed)
         src = self.source(image)
         base = seed if seed is not None else secrets.randbelow(2**32)
         gen = torch.Generator().manual_seed(base)
