@@ -350,3 +350,56 @@ def test_keys_list_and_revoke_from_the_cli(tmp_path, monkeypatch):
     with session_factory(f"sqlite:///{tmp_path / 'data' / 'pixelchat.db'}")() as db:
         revoked = {row.key_hash: row.revoked for row in db.query(ApiKey)}
     assert [revoked[hashlib.sha256(k.encode()).hexdigest()] is not None for k in keys] == [False, True, True]
+
+
+def test_users_list_delete_and_passwd_from_the_cli(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pixelchat.cli import app
+    from pixelchat.server.db import session_factory
+    from pixelchat.server.models import Login, User
+    from pixelchat.server.security import verify_password
+
+    monkeypatch.setenv("PIXELCHAT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("PIXELCHAT_DATABASE_URL", raising=False)
+    runner = CliRunner()
+
+    def run(*args, input=None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    assert run("users", "create", "ada", "--password-stdin", input="correct horse\n").exit_code == 0
+    assert run("users", "create", "bob").exit_code == 0
+    assert run("keys", "create", "bob").exit_code == 0
+    rows = json.loads(run("users", "list", "--json").stdout)
+    assert [(r["name"], r["password"], r["keys"]) for r in rows] == [("ada", True, 0), ("bob", False, 1)]
+    assert run("users", "list").stdout.splitlines()[1].startswith("bob\t")
+
+    factory = session_factory(f"sqlite:///{tmp_path / 'data' / 'pixelchat.db'}")
+    with factory() as db:
+        ada = db.query(User).filter_by(name="ada").one()
+        db.add(Login(user_id=ada.id, token_hash="t" * 64, csrf_token="c", expires=ada.created))
+        db.commit()
+    changed = run("users", "passwd", "ada", "--password-stdin", input="battery staple\n")
+    assert changed.exit_code == 0, changed.output
+    short = run("users", "passwd", "ada", "--password-stdin", input="short\n")
+    assert short.exit_code == 2 and "at least 8 characters" in short.output
+    prompted = run("users", "passwd", "bob", input="a new secret\na new secret\n")
+    assert prompted.exit_code == 0, prompted.output
+    with factory() as db:
+        ada = db.query(User).filter_by(name="ada").one()
+        assert verify_password(ada.password_hash, "battery staple") and not verify_password(ada.password_hash, "correct horse")
+        assert db.query(Login).count() == 0  # signed out
+        assert db.query(User).filter_by(name="bob").one().password_hash
+
+    kept = run("users", "delete", "bob", input="n\n")
+    assert kept.exit_code == 1 and "delete user bob with 1 active keys" in kept.output
+    assert [r["name"] for r in json.loads(run("users", "list", "--json").stdout)] == ["ada", "bob"]
+    assert run("users", "delete", "bob", input="y\n").exit_code == 0
+    assert run("users", "delete", "ada", "--yes").stdout.strip() == "deleted user ada"
+    assert json.loads(run("users", "list", "--json").stdout) == []
+    with factory() as db:
+        assert db.query(ApiKey).count() == 0
+    for args in (("users", "delete", "cy", "--yes"), ("users", "passwd", "cy", "--password-stdin"),
+                 ("users", "delete", "cy")):
+        result = run(*args, input="x\n")
+        assert result.exit_code == 2 and "no user 'cy'" in result.output and "Traceback" not in result.output

@@ -141,3 +141,50 @@ def test_train_cli_dry_run_and_bad_options(tmp_path, scenes_folder):
         bad = run("train", "--out", tmp_path / "r2", *args)
         assert bad.exit_code == 2, (args, bad.output)
         assert bad.stderr.startswith("error: "), (args, bad.stderr)
+
+
+def test_flags_show_as_flags_in_every_commands_help():
+    import click
+    from typer.main import get_command
+
+    def commands(group, path=()):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from commands(cmd, (*path, name))
+            else:
+                yield (*path, name)
+
+    root = get_command(app)
+    checked = 0
+    for path in commands(root):
+        result = run(*path, "--help")
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output, (path, result.output)
+        checked += "--json" in result.output
+    assert checked >= 8  # generate, describe, edit, vary, chat, evaluate, judge, verify, keys, users
+
+
+def test_json_alone_turns_it_on_and_takes_no_value(tiny_model, tmp_path):
+    assert json.loads(run("generate", "a lake", "--out", tmp_path, "--model", tiny_model, "--json").stdout)["files"]
+    result = run("generate", "a lake", "--out", tmp_path, "--model", tiny_model, "--json", "true")
+    assert result.exit_code == 2 and "unexpected extra argument" in result.output.lower()
+
+
+def test_contact_sheet_is_readable_and_has_no_wide_gap():
+    import numpy as np
+
+    from pixelchat.demo import contact_sheet
+
+    rows = [(f"prompt number {i} with some words", [Image.new("RGB", (64, 64), (160 + 20 * j, 200, 230)) for j in range(4)])
+            for i in range(3)]
+    sheet = np.asarray(contact_sheet(rows).convert("L"))
+    ink = sheet < 128  # dark pixels: the labels' letters (the pictures here are light)
+    ink_rows = np.flatnonzero(ink.any(axis=1))
+    first_label = ink_rows[ink_rows < ink_rows[0] + 40]
+    assert first_label.max() - first_label.min() >= 14  # a line of letters at least 15 px tall
+    blank = (sheet == 255).all(axis=0)  # columns with nothing in them
+    widest, run_ = 0, 0
+    for b in blank:
+        run_ = run_ + 1 if b else 0
+        widest = max(widest, run_)
+    assert widest <= 16  # no white column band between the labels and the pictures

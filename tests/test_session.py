@@ -232,3 +232,27 @@ def test_a_negative_prompt_keeps_things_out_until_allowed(tiny_model):
     assert s.turn("add a boat").kind == "edit"
     assert s.turn("avoid dragons").kind == "ask"
     assert Session.from_json(s.to_json()).node.negative == ["house"]
+
+
+def test_chat_json_undo_reports_the_picture_now_current(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from pixelchat.cli import app
+
+    script = tmp_path / "turns.txt"
+    script.write_text("hills at sunset\nadd a house\n/undo\n")
+    session = tmp_path / "chat.json"
+    args = ["--json", "--model", str(tiny_model), "--seed", "4", "--session", str(session)]
+    r = CliRunner().invoke(app, ["chat", "--script", str(script), "--out", str(tmp_path / "out"), *args])
+    assert r.exit_code == 0, r.output
+    turns = [json.loads(line) for line in r.stdout.splitlines()]
+    assert turns[2]["kind"] == "undo" and turns[2]["node"] == 1 and turns[2]["file"] == turns[0]["file"]
+    # a session continued from its file: the picture now current is written where this chat writes
+    script.write_text("/goto 2\n/undo\n")
+    r = CliRunner().invoke(app, ["chat", "--script", str(script), "--out", str(tmp_path / "again"), *args])
+    assert r.exit_code == 0, r.output
+    goto, undo = [json.loads(line) for line in r.stdout.splitlines()]
+    assert goto["file"].endswith("again/turn-2.png") and undo["file"].endswith("again/turn-1.png")
+    from pixelchat.imagefiles import read_record
+
+    assert read_record(undo["file"])["prompt"] == Session.load(session).nodes[1].record["prompt"]

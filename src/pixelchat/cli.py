@@ -23,6 +23,25 @@ app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
 
 
+def _flags_show_no_value() -> None:
+    """Typer's help prints a flag's type (`--json <bool>`) as if it took a value; a flag takes none, so
+    its type column is left empty (`--json` alone turns it on, `--json true` is an error)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "flags_show_no_value", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.flags_show_no_value = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_show_no_value()
+
+
 @contextmanager
 def user_errors():
     """Bad input becomes one line on stderr and exit code 2, never a traceback."""
@@ -236,6 +255,7 @@ def chat(
             session.model = load_engine(session.model, engine)
 
     out_console = Console(highlight=False, soft_wrap=True)
+    written: dict[int, Path] = {}  # turn → the file this chat wrote its picture to
 
     def say(turn) -> None:
         path = None
@@ -245,6 +265,15 @@ def chat(
             path = save_png(turn.images[0], out / f"turn-{turn.node.id}.png", record)
             if open_images:
                 turn.images[0].show()
+        elif turn.node is not None:  # undo, goto, a question: the picture now current
+            path = written.get(turn.node.id)
+            if path is None:  # a turn of a session continued from a file: not written by this chat yet
+                picture = turn.node.output
+                record = picture.info.get("pixelchat") or turn.node.record
+                check_outputs([(picture, record)])
+                path = save_png(picture, out / f"turn-{turn.node.id}.png", record)
+        if path is not None:
+            written[turn.node.id] = path
         if as_json:
             typer.echo(json.dumps({**turn.to_dict(), "file": str(path) if path else None}))
             return
@@ -646,6 +675,64 @@ def users_create(
         with _admin_db() as db:
             create_user(db, name, password)
     typer.echo(f"created user {name}")
+
+
+@users_app.command("list")
+def users_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")):
+    """List the server's accounts: name, created, password or not, active API keys, pictures, conversations."""
+    from pixelchat.server.admin import list_users
+
+    with user_errors():
+        with _admin_db() as db:
+            users = list_users(db)
+    if as_json:
+        typer.echo(json.dumps(users))
+        return
+    for u in users:
+        typer.echo(f"{u['name']}\t{u['created']}\t{'password' if u['password'] else 'no password'}\t"
+                   f"{u['keys']} keys\t{u['images']} pictures\t{u['sessions']} conversations")
+
+
+@users_app.command("delete")
+def users_delete(
+    name: str = typer.Argument(..., help="The user to delete."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+):
+    """Delete an account with its API keys, sign-ins, pictures, conversations, ratings and votes."""
+    from pixelchat.server.admin import delete_user, list_users
+
+    with user_errors():
+        with _admin_db() as db:
+            held = next((u for u in list_users(db) if u["name"] == name), None)
+            if held is None:
+                delete_user(db, name)  # says there is no such user
+            if not yes:
+                question = (f"delete user {name} with {held['keys']} active keys, {held['images']} pictures and "
+                            f"{held['sessions']} conversations?")
+                if not typer.confirm(question, default=False, err=True):
+                    err.print("nothing deleted", highlight=False)
+                    raise typer.Exit(1)
+            delete_user(db, name)
+    typer.echo(f"deleted user {name}")
+
+
+@users_app.command("passwd")
+def users_passwd(
+    name: str = typer.Argument(..., help="Whose password."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the new password from standard input."),
+):
+    """Set a user's password (asked twice, unless --password-stdin); signs out their browsers, keeps their API keys."""
+    from pixelchat.server.admin import find_user, set_password
+
+    with user_errors():
+        with _admin_db() as db:
+            find_user(db, name)  # an unknown user is said before any password is asked
+            if password_stdin:
+                password = sys.stdin.readline().rstrip("\n")
+            else:
+                password = typer.prompt(f"new password for {name}", hide_input=True, confirmation_prompt=True, err=True)
+            set_password(db, name, password)
+    typer.echo(f"password of {name} changed; their browsers are signed out")
 
 
 @keys_app.command("create")

@@ -22,16 +22,28 @@ DEMO_PROMPTS = [
 ]
 
 
-def contact_sheet(rows: list[tuple[str, list[Image.Image]]], scale: int = 2) -> Image.Image:
-    """One row per prompt: its label, then its images enlarged ``scale`` times (nearest neighbour, crisp)."""
-    w = rows[0][1][0].width * scale
-    label_w = 300
-    sheet = Image.new("RGB", (label_w + w * max(len(r[1]) for r in rows), w * len(rows)), "white")
+MIN_CELL = 192  # pictures are shown at least this wide, enlarged by a whole factor (crisp pixels)
+LABEL_SIZE = 18  # the prompt's font size, in pixels
+PAD = 8
+
+
+def contact_sheet(rows: list[tuple[str, list[Image.Image]]]) -> Image.Image:
+    """One band per prompt: the prompt in readable type above its pictures, which are enlarged by a whole
+    factor (nearest neighbour) to at least MIN_CELL pixels; the sheet is as wide as the widest row."""
+    from PIL import ImageFont
+
+    font = ImageFont.load_default(size=LABEL_SIZE)
+    side = rows[0][1][0].width
+    cell = side * max(1, -(-MIN_CELL // side))  # the smallest whole multiple of the side at least MIN_CELL
+    width = max(cell * max(len(images) for _, images in rows), max(int(font.getlength(p)) for p, _ in rows)) + 2 * PAD
+    label_h = LABEL_SIZE + 2 * PAD
+    sheet = Image.new("RGB", (width, (label_h + cell) * len(rows) + PAD), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (prompt, images) in enumerate(rows):
-        draw.text((8, i * w + w // 2 - 6), prompt, fill="black")
+        top = i * (label_h + cell)
+        draw.text((PAD, top + PAD), prompt, fill="black", font=font)
         for j, image in enumerate(images):
-            sheet.paste(image.resize((w, w), Image.Resampling.NEAREST), (label_w + j * w, i * w))
+            sheet.paste(image.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST), (PAD + j * cell, top + label_h))
     return sheet
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from pixelchat.server.models import ApiKey, User, utcnow
+from pixelchat.server.models import ApiKey, ImageRow, Login, SessionRow, User, utcnow
 from pixelchat.server.security import hash_password, hash_token, new_api_key
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -28,6 +28,38 @@ def find_user(db: Session, name: str) -> User:
     user = db.scalar(select(User).where(User.name == name))
     if user is None:
         raise ValueError(f"there is no user {name!r}; create one with 'pixelchat users create {name}'")
+    return user
+
+
+def list_users(db: Session) -> list[dict]:
+    """Every account, oldest first, with what it holds: whether it has a password, its active keys,
+    its pictures and conversations."""
+    def counts(model, *where) -> dict[int, int]:
+        return dict(db.execute(select(model.user_id, func.count()).where(*where).group_by(model.user_id)).all())
+
+    keys = counts(ApiKey, ApiKey.revoked.is_(None))
+    images, sessions = counts(ImageRow), counts(SessionRow)
+    return [{"name": u.name, "created": u.created.isoformat(), "password": u.password_hash is not None,
+             "keys": keys.get(u.id, 0), "images": images.get(u.id, 0), "sessions": sessions.get(u.id, 0)}
+            for u in db.scalars(select(User).order_by(User.id))]
+
+
+def delete_user(db: Session, name: str) -> User:
+    """Delete ``name``'s account with its keys, sign-ins, room memberships, pictures, conversations (those
+    it started in shared rooms too), ratings and votes: the database cascades. The picture files stay in
+    the content-addressed store, where another account's picture may be the same file."""
+    user = find_user(db, name)
+    db.delete(user)
+    db.commit()
+    return user
+
+
+def set_password(db: Session, name: str, password: str) -> User:
+    """Give ``name`` a new password and sign out every browser signed in as them (their API keys stay)."""
+    user = find_user(db, name)
+    user.password_hash = hash_password(password)  # refuses a password under 8 characters
+    db.execute(delete(Login).where(Login.user_id == user.id))
+    db.commit()
     return user
 
 
