@@ -99,7 +99,7 @@ def test_edit_refusals_write_nothing(tiny_model, tmp_path):
     out = tmp_path / "out"
     for args, message in [
         (["make it better"], "could not find a change"),
-        (["add a boat", "--mask", str(tmp_path / "small.png")], "same size"),
+        (["add a boat", "--mask", str(tmp_path / "small.png")], "must match the picture"),
         (["add a boat", "--mask", str(tmp_path / "rgb.png")], "greyscale"),
         (["add a boat", "--strength", "3"], "strength"),
         (["remove the mountains"], "cannot be removed"),

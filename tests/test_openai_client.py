@@ -140,25 +140,26 @@ def test_sizes_the_model_draws_are_honoured_and_the_rest_refused_with_the_list(l
         assert refused.value.body["param"] == "size" and "'32x32'" in refused.value.message
 
 
-def test_the_chosen_size_reaches_the_engine(live, monkeypatch):
-    """An engine that draws several sizes (an upsampler) gets the side asked for; 'auto' is its default."""
+def test_the_chosen_size_reaches_the_engine(live, monkeypatch, tmp_path, picture):
+    """An engine with an upsampler draws every size it lists, on generate, edit and variations; 'auto'
+    is its default size."""
     from pixelchat.server.handlers import engine_of
+    from pixelchat.training.upsampler import train_upsampler
 
+    up = train_upsampler(tmp_path / "up", n_images=6, in_size=32, scales=(2, 4), features=4, body=1, steps=1,
+                         minutes=0, batch_size=2, patch=16, n_test=2, progress=False)
     engine = engine_of(live.app.state.jobs)
-    asked = []
-    draw = engine.generate_batch
-
-    def generate_batch(requests):
-        asked.extend(r.size for r in requests)
-        return draw([type(r)(**{**r.__dict__, "size": None}) for r in requests])
-
-    monkeypatch.setattr(engine.info, "sizes", (32, 64, 128), raising=False)
-    monkeypatch.setattr(engine.info, "default_size", 64, raising=False)
-    monkeypatch.setattr(engine, "generate_batch", generate_batch)
-    monkeypatch.setattr(engine, "check_inputs", lambda request: None)
-    assert live.client.images.generate(prompt="a lake", size="128x128").size == "128x128"
-    assert live.client.images.generate(prompt="a lake", size="auto").size == "64x64"
-    assert asked == [128, 64]
+    for name in ("info", "_upsampler", "_upsampler_path"):  # put back afterwards
+        monkeypatch.setattr(engine, name, getattr(engine, name))
+    engine.attach_upsampler({}, up)
+    drawn = live.client.images.generate(prompt="a lake", size="128x128")
+    assert drawn.size == "128x128" and decoded(drawn.data[0].b64_json).size == (128, 128)
+    assert record_of(drawn.data[0].b64_json)["upsampler"]["scale"] == 4
+    assert live.client.images.generate(prompt="a lake", size="auto").size == "32x32"
+    edited = live.client.images.edit(image=("p.png", picture), prompt="add a boat", size="64x64")
+    assert decoded(edited.data[0].b64_json).size == (64, 64)
+    varied = live.client.images.create_variation(image=("p.png", picture), size="128x128")
+    assert decoded(varied.data[0].b64_json).size == (128, 128)
     with pytest.raises(openai.BadRequestError) as refused:
         live.client.images.generate(prompt="a lake", size="1024x1024")
     assert "'32x32', '64x64', '128x128'" in refused.value.message

@@ -16,7 +16,7 @@ from PIL import Image
 from pixelchat.describe import as_image
 from pixelchat.engines import GeneratedImage, load_engine
 from pixelchat.data.captions import scene_prompt
-from pixelchat.imagefiles import mask_array, open_image_file, read_record
+from pixelchat.imagefiles import ImageFileError, mask_array, open_image_file, read_record
 from pixelchat.text.instructions import Revision, apply_instruction, apply_values, looks_like_instruction, read_attributes
 
 
@@ -40,12 +40,18 @@ def revise(current: dict[str, str], text: str, resolve=None) -> Revision:
     return apply_values(current, read_attributes(text), prompt=text.strip())
 
 
-def load_mask(mask, image: Image.Image):
-    """A mask from a path or picture → array (H, W) in [0, 1], 1 where the picture may change."""
+def load_mask(mask, image: Image.Image, size: int | None = None):
+    """A mask from a path or picture → array (H, W) in [0, 1], 1 where the picture may change; at the
+    picture's size, or at the output's (``size``, a side) when one is asked."""
     if mask is None:
         return None
     if not isinstance(mask, Image.Image):
         mask = open_image_file(mask)
+    if size and mask.size == (size, size):
+        return mask_array(mask, mask.size)
+    if mask.size != image.size:
+        raise ImageFileError(f"the mask is {mask.size[0]}×{mask.size[1]}; it must match the picture "
+                             f"({image.width}×{image.height})" + (f" or the output ({size}×{size})" if size else ""))
     return mask_array(mask, image.size)
 
 
@@ -68,7 +74,7 @@ def edit(image: Image.Image | str | os.PathLike, instruction_or_prompt: str, *, 
         raise ValueError(f"wording must be 'full' or 'minimal', got {wording!r}")
     served = load_engine(model, engine)
     picture = as_image(image)
-    m = load_mask(mask, picture)
+    m = load_mask(mask, picture, options.get("size"))
     if strength is not None:
         options["strength"] = strength
     if getattr(served, "instruction_edits", False):  # the pipeline reads the instruction itself

@@ -28,8 +28,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
 }
 ATTRIBUTES = tuple(SCHEMA)
 # Side of the canvas the scene is drawn on before it is downsampled to the requested size.
-CANVAS = 256
-SIZES = (16, 32, 64, 128, 256)
+CANVAS = 256  # the drawing canvas; 512 px pictures are drawn on a canvas twice as large
+SIZES = (16, 32, 64, 128, 256, 512)
 
 
 @dataclass
@@ -124,7 +124,8 @@ def render_scene(attributes: dict[str, str], size: int = 64, seed: int = 0) -> I
         raise ValueError(f"size must be one of {SIZES}, got {size}")
     a = validate_attributes(attributes)
     rng = np.random.default_rng([seed, 7])
-    W = CANVAS
+    W = max(CANVAS, size)  # every length below is a fraction of W (px: the few fixed pixel lengths)
+    px = W / CANVAS
     img = Image.new("RGB", (W, W))
     d = ImageDraw.Draw(img)
     horizon = rng.uniform(0.52, 0.62) * W
@@ -138,7 +139,7 @@ def render_scene(attributes: dict[str, str], size: int = 64, seed: int = 0) -> I
     if t == "night":
         for _ in range(rng.integers(25, 45)):
             x, y = rng.uniform(0, W), rng.uniform(0, horizon * 0.85)
-            r = rng.uniform(0.6, 1.6)
+            r = rng.uniform(0.6, 1.6) * px
             d.ellipse((x - r, y - r, x + r, y + r), fill=(235, 235, 215))
 
     # sun or moon
@@ -193,8 +194,8 @@ def render_scene(attributes: dict[str, str], size: int = 64, seed: int = 0) -> I
         depth = rng.uniform(0.14, 0.22) * W
         d.rectangle((0, horizon, W, horizon + depth), fill=wc)
         for _ in range(6):  # glints
-            x, y = rng.uniform(0, W), rng.uniform(horizon + 4, horizon + depth - 3)
-            d.line((x, y, x + rng.uniform(8, 20), y), fill=_blend(wc, (255, 255, 255), 0.3), width=2)
+            x, y = rng.uniform(0, W), rng.uniform(horizon + 4 * px, horizon + depth - 3 * px)
+            d.line((x, y, x + rng.uniform(8, 20) * px, y), fill=_blend(wc, (255, 255, 255), 0.3), width=round(2 * px))
         water = (0.0, horizon, float(W), horizon + depth)
         land_top = horizon + depth
     else:
@@ -203,7 +204,7 @@ def render_scene(attributes: dict[str, str], size: int = 64, seed: int = 0) -> I
         lw, lh = rng.uniform(0.38, 0.55) * W, rng.uniform(0.1, 0.15) * W
         lx, ly = rng.uniform(0.3, 0.7) * W, horizon + rng.uniform(0.14, 0.2) * W
         d.ellipse((lx - lw / 2, ly - lh / 2, lx + lw / 2, ly + lh / 2), fill=wc)
-        d.line((lx - lw * 0.2, ly, lx + lw * 0.15, ly), fill=_blend(wc, (255, 255, 255), 0.25), width=2)
+        d.line((lx - lw * 0.2, ly, lx + lw * 0.15, ly), fill=_blend(wc, (255, 255, 255), 0.25), width=round(2 * px))
         water = (lx - lw * 0.3, ly - lh * 0.3, lx + lw * 0.3, ly + lh * 0.3)
     taken: list[tuple[float, float]] = []  # x-extents used on the ground, so objects do not overlap
     if a["water"] == "lake":
@@ -289,11 +290,12 @@ def _terrain(d, rng, terrain, horizon, W, colour, snow_colour):
         heights = (0.035 + 0.025 * np.abs(np.sin(xs / W * np.pi * 3 + phase))) * W
     else:  # plain: flat to the horizon
         heights = np.full_like(xs, 0.005 * W)
-    pts = [(0, horizon + 1)] + [(x, horizon - h) for x, h in zip(xs, heights)] + [(W, horizon + 1)]
+    px = W / CANVAS
+    pts = [(0, horizon + px)] + [(x, horizon - h) for x, h in zip(xs, heights)] + [(W, horizon + px)]
     if terrain == "desert":  # sand dunes, their ridges white with snow
         d.polygon(pts, fill=colour)
         ridge = snow_colour or _shade(colour, 0.85)
-        d.line([(x, horizon - h) for x, h in zip(xs, heights)], fill=ridge, width=4 if snow_colour else 2)
+        d.line([(x, horizon - h) for x, h in zip(xs, heights)], fill=ridge, width=round((4 if snow_colour else 2) * px))
     else:
         d.polygon(pts, fill=snow_colour or colour)
 
@@ -321,7 +323,7 @@ def _boat(d, x, y, W, time):
     w = 0.13 * W
     d.polygon([(x - w / 2, y - 0.02 * W), (x + w / 2, y - 0.02 * W), (x + w * 0.35, y + 0.015 * W),
                (x - w * 0.35, y + 0.015 * W)], fill=_lit((120, 58, 30), time))
-    d.line((x, y - 0.02 * W, x, y - 0.11 * W), fill=_lit((80, 50, 30), time), width=2)
+    d.line((x, y - 0.02 * W, x, y - 0.11 * W), fill=_lit((80, 50, 30), time), width=round(2 * W / CANVAS))
     d.polygon([(x + 0.004 * W, y - 0.105 * W), (x + 0.004 * W, y - 0.03 * W), (x + w * 0.45, y - 0.03 * W)],
               fill=_lit((250, 250, 245), time))
 

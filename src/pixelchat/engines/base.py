@@ -46,7 +46,7 @@ class GenerateRequest:
     n: int = 1
     seed: int | None = None  # image i gets seed + i; None draws a random seed
     truncation: float | None = None  # draw z from N(0, 1) truncated to [-t, t]
-    size: int | None = None  # None: the model's native size
+    size: int | None = None  # the side in pixels; None: the model's default size (ModelInfo.default_size)
     negative_prompt: str | None = None
     spec: dict[str, str] | None = None  # spec-conditioned models: values given directly, over what the prompt says
 
@@ -68,6 +68,14 @@ class ModelInfo:
     size: int
     text_encoder: str
     path: str
+    # The sides it draws (the generator's own and what its upsampler adds); empty: ``size`` only.
+    sizes: tuple[int, ...] = ()
+    upsampler: dict | None = None  # {"id", "sha256"} of the upsampler behind the larger sizes
+
+    @property
+    def default_size(self) -> int:
+        """What a request that names no size gets: 256 where the model draws it, else its own size."""
+        return 256 if 256 in self.sizes else self.size
 
     def made_by(self, created: str) -> dict:
         """The part of every image's record that names the model and engine that made it, and when."""

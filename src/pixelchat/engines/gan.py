@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import math
 import secrets
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def decode_latent(text: str) -> torch.Tensor:
 class GANEngine:
     """Serves a generator checkpoint written by the training loop (``model.safetensors`` + JSON)."""
 
-    def __init__(self, path: str | Path, *, encoder=None, describer=None, inverter: str | Path | None = None):
+    def __init__(self, path: str | Path, *, encoder=None, describer=None, inverter: str | Path | None = None,
+                 upsampler: str | Path | bool | None = None):
         self.generator, self.model_cfg, ckpt = load_generator(path)
         config = ckpt.config
         enc = config.get("text_encoder")
@@ -70,15 +72,128 @@ class GANEngine:
         self.info = ModelInfo(id=config.get("name") or ckpt.path.stem, sha256=ckpt.sha256, engine="gan",
                               arch=self.model_cfg.arch, size=self.model_cfg.size, text_encoder=enc["name"],
                               path=str(ckpt.path))
+        self.attach_upsampler(config, upsampler)
+
+    # --- sizes: the generator's own, and the larger ones its upsampler draws ----------------------
+
+    def attach_upsampler(self, config: dict, upsampler: str | Path | bool | None) -> None:
+        """Find the upsampler behind the larger sizes: ``upsampler`` (a checkpoint; False: none), or by
+        default the shipped one where the model was trained on scenes at the upsampler's input size.
+        Only its JSON is read here; the weights load on first use."""
+        from pixelchat.models.upsampler import DEFAULT_UPSAMPLER, read_upsampler_config
+
+        self._upsampler, self._upsampler_path = None, None
+        self._upsampler_lock = threading.Lock()
+        native = self.model_cfg.size
+        if upsampler is False:
+            path = None
+        elif upsampler not in (None, True):
+            path = Path(upsampler)
+        else:
+            scenes = (config.get("training") or {}).get("data") == "scenes"
+            present = DEFAULT_UPSAMPLER.with_suffix(".json").is_file()
+            path = DEFAULT_UPSAMPLER if scenes and present else None
+            if path is not None and read_upsampler_config(path)[0].in_size != native:
+                path = None
+        sizes, meta = (native,), None
+        if path is not None:
+            cfg, sha, name = read_upsampler_config(path)
+            if cfg.in_size != native:
+                raise CheckpointError(f"upsampler {path} takes {cfg.in_size} px pictures; model {self.info.id} "
+                                      f"draws {native} px")
+            sizes, meta = (native, *cfg.sizes), {"id": name, "sha256": sha}
+            self._upsampler_path = path
+        self.info = replace(self.info, sizes=sizes, upsampler=meta)
+
+    @property
+    def upsampler(self):
+        """The upsampler network (loaded on first use), or None where the model has none."""
+        if self._upsampler is None and self._upsampler_path is not None:
+            with self._upsampler_lock:
+                if self._upsampler is None:
+                    from pixelchat.models.upsampler import load_upsampler, read_upsampler_config
+
+                    net = load_upsampler(self._upsampler_path)  # checks the weights against the JSON's sha256
+                    if read_upsampler_config(self._upsampler_path)[1] != self.info.upsampler["sha256"]:
+                        raise CheckpointError(f"upsampler {self._upsampler_path} changed since the model was loaded")
+                    self._upsampler = net
+        return self._upsampler
+
+    def check_size(self, size: int | None) -> int:
+        """The side a request gets: ``size``, which must be one the model draws, or the default."""
+        sizes = self.info.sizes or (self.model_cfg.size,)
+        if size is None:
+            return self.info.default_size
+        if isinstance(size, bool) or not isinstance(size, int) or size not in sizes:
+            raise ValueError(f"model {self.info.id} draws {', '.join(f'{s}×{s}' for s in sizes)} pictures; "
+                             f"size {size!r} is not one of them")
+        return size
+
+    @torch.inference_mode()
+    def upscale(self, x: torch.Tensor, size: int, chunk: int = 16) -> torch.Tensor:
+        """(B, 3, n, n) in [-1, 1] at the model's size → (B, 3, size, size), by the upsampler."""
+        native = self.model_cfg.size
+        if size == native:
+            return x
+        net = self.upsampler
+        x = x.float().contiguous(memory_format=torch.channels_last)
+        return torch.cat([net.upscale(x[i:i + chunk], size // native) for i in range(0, len(x), chunk)])
+
+    def pictures(self, x: torch.Tensor, sizes: list[int] | int) -> list[Image.Image]:
+        """Generator outputs (B, 3, n, n) → pictures, picture i at ``sizes[i]`` (or all at one size)."""
+        sizes = [sizes] * len(x) if isinstance(sizes, int) else sizes
+        out: list[Image.Image | None] = [None] * len(x)
+        for size in dict.fromkeys(sizes):
+            idx = [i for i, s in enumerate(sizes) if s == size]
+            for i, picture in zip(idx, self.to_pil(self.upscale(x[idx], size))):
+                out[i] = picture
+        return out
+
+    def output_size(self, image: Image.Image, size: int | None) -> int:
+        """The side an edit or variation of ``image`` comes back at: ``size``, else the picture's own side
+        where the model draws it, else the default."""
+        if size is not None:
+            return self.check_size(size)
+        w, h = image.size
+        return w if w == h and w in (self.info.sizes or (self.model_cfg.size,)) else self.info.default_size
+
+    def at_size(self, x: torch.Tensor, size: int, image: Image.Image, mask=None,
+                changed: torch.Tensor | None = None) -> torch.Tensor:
+        """Edited pictures (B, 3, n, n), already blended with the picture at the model's size → at ``size``:
+        upscaled, then the picture's own pixels at full resolution wherever the user's ``mask`` is 0 (or,
+        for an inverted picture, where ``changed`` — (B or 1, 1, n, n) in [0, 1] — says it did not change)."""
+        if size == self.model_cfg.size:
+            return x
+        import torch.nn.functional as F
+
+        from pixelchat.vision.editing import blend, feather, mask_tensor
+
+        up = self.upscale(x, size)
+        if mask is not None:
+            m = mask_tensor(mask, size)
+            m = feather(m, size / self.model_cfg.size) * (m > 0)  # soft inside the edge, exact outside the mask
+        elif changed is not None:
+            m = F.interpolate(changed.float(), size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+        else:
+            return up
+        return blend(up, self.image_tensor(image, size), m)
+
+    @staticmethod
+    def check_mask(mask, image: Image.Image, size: int) -> None:
+        """A mask must be at the picture's size or at the output's."""
+        if mask is None:
+            return
+        h, w = np.shape(mask)[:2]
+        if (w, h) != image.size and (w, h) != (size, size):
+            raise ValueError(f"the mask is {w}×{h}; it must match the picture ({image.width}×{image.height}) "
+                             f"or the output ({size}×{size})")
 
     # 1. check inputs
     def check_inputs(self, request: GenerateRequest) -> None:
         check_prompt(request.prompt)
         if not 1 <= request.n <= MAX_IMAGES:
             raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {request.n}")
-        if request.size is not None and request.size != self.model_cfg.size:
-            raise ValueError(f"model {self.info.id} draws {self.model_cfg.size}×{self.model_cfg.size} images; "
-                             f"size {request.size} is not supported")
+        self.check_size(request.size)
         check_seed(request.seed)
         if request.truncation is not None and not 0.05 <= request.truncation <= 10:
             raise ValueError(f"truncation must be between 0.05 and 10, got {request.truncation}")
@@ -95,8 +210,9 @@ class GANEngine:
 
     # 4. run the generator
     @torch.inference_mode()
-    def decode(self, z: torch.Tensor, text: torch.Tensor) -> list[Image.Image]:
-        return self.to_pil(self.generator(z, text))  # (n, 3, H, W) in [-1, 1] → pictures
+    def decode(self, z: torch.Tensor, text: torch.Tensor, sizes: list[int] | int | None = None) -> list[Image.Image]:
+        """(n, 3, H, W) in [-1, 1] → pictures, at ``sizes`` (default: the model's own)."""
+        return self.pictures(self.generator(z, text), self.model_cfg.size if sizes is None else sizes)
 
     def generate(self, request: GenerateRequest) -> list[GeneratedImage]:
         self.check_inputs(request)
@@ -104,7 +220,7 @@ class GANEngine:
         seeds = [base + i for i in range(request.n)]
         text = self.encode_prompt(request.prompt, request.n)
         z = self.prepare_latents(seeds, request.truncation)
-        images = self.decode(z, text)
+        images = self.decode(z, text, self.check_size(request.size))
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return [GeneratedImage(img, request.prompt, s, self.record(request, s, zi, created))
                 for img, s, zi in zip(images, seeds, z)]
@@ -116,7 +232,7 @@ class GANEngine:
         prompts = [r.prompt for r in requests for _ in range(r.n)]
         text = self.encoder.embed([p.strip() for p in prompts])
         z = torch.cat([self.prepare_latents(s, r.truncation) for s, r in zip(seeds, requests)])
-        images = self.decode(z, text)
+        images = self.decode(z, text, [self.check_size(r.size) for r in requests for _ in range(r.n)])
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         out, i = [], 0
         for r, ss in zip(requests, seeds):
@@ -137,11 +253,15 @@ class GANEngine:
 
     def record(self, request: GenerateRequest, seed: int, z: torch.Tensor, created: str) -> dict:
         """Everything needed to say how the image was made, and to make it again."""
-        return {
+        size = self.check_size(request.size)
+        out = {
             "prompt": request.prompt, "negative_prompt": request.negative_prompt, "seed": seed,
             "truncation": request.truncation, "latent": encode_latent(z),
-            "size": [self.model_cfg.size, self.model_cfg.size], **self.info.made_by(created),
+            "size": [size, size], **self.info.made_by(created),
         }
+        if size != self.model_cfg.size:  # the networks that made it: the generator, then the upsampler
+            out["upsampler"] = {**self.info.upsampler, "from": self.model_cfg.size, "scale": size // self.model_cfg.size}
+        return out
 
     # --- describe, edit, vary -------------------------------------------------------------
 
@@ -173,11 +293,11 @@ class GANEngine:
                                           f"(sha256 {inv.cfg.generator_sha256[:12]}), not {self.info.id}")
         return self._inverter or None
 
-    def image_tensor(self, image: Image.Image) -> torch.Tensor:
-        """A picture → (1, 3, size, size) in [-1, 1]: centre-cropped and resized to the model's size."""
+    def image_tensor(self, image: Image.Image, size: int | None = None) -> torch.Tensor:
+        """A picture → (1, 3, size, size) in [-1, 1]: centre-cropped and resized (default: the model's size)."""
         from pixelchat.data.dataset import pil_to_uint8, to_square_rgb
 
-        return pil_to_uint8(to_square_rgb(image, self.model_cfg.size))[None].float() / 127.5 - 1
+        return pil_to_uint8(to_square_rgb(image, size or self.model_cfg.size))[None].float() / 127.5 - 1
 
     def describe(self, image: Image.Image):
         """What the picture shows: caption, attributes with confidences, and a prompt to redraw it."""
@@ -224,7 +344,7 @@ class GANEngine:
     def edit(self, image: Image.Image, prompt: str, *, mask=None, strength: float = 0.35, n: int = 1,
              seed: int | None = None, target: dict[str, str] | None = None, source_prompt: str | None = None,
              candidates: int = 24, mix: str = "auto", keep: str = "auto", refine_steps: int = 30,
-             **options) -> list[GeneratedImage]:
+             size: int | None = None, **options) -> list[GeneratedImage]:
         """Redraw ``image`` under ``prompt``, keeping what the prompt does not change.
 
         mask: an (H, W) array in [0, 1] at the image's size, 1 where the picture may change.
@@ -233,7 +353,9 @@ class GANEngine:
         are ranked by the describer's agreement with them. mix: "auto" (coarse/fine text mixing when
         only details change), "on" or "off". keep: "auto" (an inverted picture keeps its own pixels
         outside the region the text change touches) or "off". refine_steps: Adam steps moving the
-        chosen latents towards what the describer should read (0: re-ranking only)."""
+        chosen latents towards what the describer should read (0: re-ranking only). size: the side of
+        the result (default: the picture's own where the model draws it); the picture is edited at the
+        model's size and upscaled, and keeps its own full-resolution pixels outside the mask."""
         if options:
             raise UnsupportedOperation(f"unknown edit option(s): {', '.join(sorted(options))}")
         self.check_inputs(GenerateRequest(prompt=prompt, n=n, seed=seed))
@@ -245,12 +367,14 @@ class GANEngine:
             raise ValueError(f"strength must be between 0 and 1, got {strength}")
         if refine_steps < 0 or refine_steps > 1000:
             raise ValueError(f"refine_steps must be between 0 and 1000, got {refine_steps}")
+        out_size = self.output_size(image, size)
+        self.check_mask(mask, image, out_size)
         from pixelchat.text.instructions import read_attributes
         from pixelchat.vision.editing import (
             DETAIL_ATTRIBUTES, blend, candidate_latents, change_mask, feather, guided_refine, mask_tensor,
         )
 
-        size = self.model_cfg.size
+        native = self.model_cfg.size
         src = self.source(image, source_prompt)
         x0 = self.image_tensor(image)
         text = self.encode_prompt(prompt, 1)
@@ -265,7 +389,7 @@ class GANEngine:
             mixed = bool(changed) and changed <= DETAIL_ATTRIBUTES
         coarse = src.text if mixed else text  # coarse/fine mixing: the layout keeps the old prompt
         fine = text if mixed else None
-        user_mask = None if mask is None else feather(mask_tensor(mask, size), 1.0)
+        user_mask = None if mask is None else feather(mask_tensor(mask, native), 1.0)
         auto_keep = user_mask is None and src.how == "inversion" and keep == "auto"
         with torch.inference_mode():
             old = self.redraw(src.z, src.text)  # the picture as the generator redraws it
@@ -291,15 +415,23 @@ class GANEngine:
                                    reference=x0, keep=keep_px, steps=refine_steps, seed=base, compose=compose)
         images = finish(picked)
         order = self._rank(images, target, x0)
-        return self._results(images[order], picked[order], prompt, base, "edit", src, strength=strength,
+        images, picked = images[order], picked[order]
+        changed = None
+        if auto_keep and out_size != native:  # where the redraw changed, for the blend at full resolution
+            changed = change_mask(self.redraw(picked, coarse.expand(len(picked), -1),
+                                              None if fine is None else fine.expand(len(picked), -1)), old)
+        images = self.at_size(images, out_size, image, mask, changed)
+        return self._results(images, picked, prompt, base, "edit", src, size=out_size, strength=strength,
                              coarse_prompt=src.prompt if mixed else None, blended=user_mask is not None or auto_keep,
                              mask=mask is not None, refine_steps=refine_steps)
 
     def vary(self, image: Image.Image, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
-             candidates: int | None = None, **options) -> list[GeneratedImage]:
+             candidates: int | None = None, size: int | None = None, **options) -> list[GeneratedImage]:
         """``n`` variations: the picture's latent moved by ``strength`` under its own prompt, the ones
-        that keep its described content first."""
+        that keep its described content first (at ``size``; default: the picture's own where the model
+        draws it)."""
         self.check_vary(options, n, strength, seed)
+        out_size = self.output_size(image, size)
         src = self.source(image)
         x0 = self.image_tensor(image)
         target = self.describe(image).attributes
@@ -310,7 +442,8 @@ class GANEngine:
         zs = math.cos(theta) * src.z + math.sin(theta) * torch.randn((k, self.model_cfg.z_dim), generator=gen)
         images = self.redraw(zs, src.text.expand(k, -1))
         order = self._rank(images, target, x0, closeness=0.0)[:n]
-        return self._results(images[order], zs[order], src.prompt, base, "vary", src, strength=strength)
+        return self._results(self.upscale(images[order], out_size), zs[order], src.prompt, base, "vary", src,
+                             size=out_size, strength=strength)
 
     @staticmethod
     def check_vary(options: dict, n: int, strength: float, seed: int | None) -> None:
@@ -334,10 +467,11 @@ class GANEngine:
         return rank(probs, target, self.describer.cfg.schema, images, reference, closeness)
 
     def _results(self, images: torch.Tensor, zs: torch.Tensor, prompt: str, seed: int, operation: str,
-                 src: Source, **details) -> list[GeneratedImage]:
+                 src: Source, size: int | None = None, **details) -> list[GeneratedImage]:
+        """Pictures (B, 3, s, s), already at their output side, with their records."""
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         pils = self.to_pil(images)
-        request = GenerateRequest(prompt=prompt)
+        request = GenerateRequest(prompt=prompt, size=size or self.model_cfg.size)
         out = []
         for i, (img, z) in enumerate(zip(pils, zs)):
             record = self.record(request, seed, z, created)

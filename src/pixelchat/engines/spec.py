@@ -35,7 +35,8 @@ class SpecEngine(GANEngine):
 
     spec_edits = True  # edits take the asked changes as spec values (see `edit`)
 
-    def __init__(self, path: str | Path, *, encoder=None, reader=None, describer=None):
+    def __init__(self, path: str | Path, *, encoder=None, reader=None, describer=None,
+                 upsampler: str | Path | bool | None = None):
         self.generator, self.model_cfg, ckpt = load_generator(path)
         config = ckpt.config
         if self.model_cfg.arch != "specgan" or not self.model_cfg.schema:
@@ -49,6 +50,7 @@ class SpecEngine(GANEngine):
         self.info = ModelInfo(id=config.get("name") or ckpt.path.stem, sha256=ckpt.sha256, engine="gan",
                               arch="specgan", size=self.model_cfg.size, text_encoder="prompt-reader",
                               path=str(ckpt.path))
+        self.attach_upsampler(config, upsampler)
 
     # --- the text path ------------------------------------------------------------------------
 
@@ -126,8 +128,8 @@ class SpecEngine(GANEngine):
         return torch.tensor([s.indices(self.schema) for s in specs], dtype=torch.long)  # (n, A)
 
     @torch.inference_mode()
-    def decode(self, z: torch.Tensor, spec: torch.Tensor) -> list[Image.Image]:
-        return self.to_pil(self.generator(z, spec))
+    def decode(self, z: torch.Tensor, spec: torch.Tensor, sizes: list[int] | int | None = None) -> list[Image.Image]:
+        return self.pictures(self.generator(z, spec), self.model_cfg.size if sizes is None else sizes)
 
     def generate(self, request: GenerateRequest) -> list[GeneratedImage]:
         return self.generate_batch([request])[0]
@@ -137,7 +139,8 @@ class SpecEngine(GANEngine):
         readings = self.read([r.prompt.strip() for r in requests])
         specs = [self.specs_for(r, s, reading) for r, s, reading in zip(requests, seeds, readings)]
         z = torch.cat([self.prepare_latents(s, r.truncation) for s, r in zip(seeds, requests)])
-        images = self.decode(z, self.spec_tensor([x for ss in specs for x in ss]))
+        images = self.decode(z, self.spec_tensor([x for ss in specs for x in ss]),
+                             [self.check_size(r.size) for r in requests for _ in range(r.n)])
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         out, i = [], 0
         for r, ss, sp in zip(requests, seeds, specs):
@@ -188,7 +191,7 @@ class SpecEngine(GANEngine):
     def edit(self, image: Image.Image, prompt: str, *, mask=None, strength: float = 0.0, n: int = 1,
              seed: int | None = None, target: dict[str, str] | None = None, changes: dict[str, str] | None = None,
              source_prompt: str | None = None, candidates: int | None = None, keep: str = "auto",
-             **options) -> list[GeneratedImage]:
+             size: int | None = None, **options) -> list[GeneratedImage]:
         """Redraw ``image`` with the spec changed as asked, z and every other value kept.
 
         changes: the values asked for (default: what ``prompt`` says that differs from the picture's
@@ -200,7 +203,9 @@ class SpecEngine(GANEngine):
         picture, are kept (what a self-check asks for on a retry). mask: (H, W) in [0, 1], 1 where
         it may change; without one, a picture from elsewhere (inverted) keeps its own pixels wherever
         the redraw under the new spec differs little from the redraw under its old one (``keep="off"``:
-        the whole redraw)."""
+        the whole redraw). size: the side of the result (default: the picture's own where the model draws
+        it); the picture is edited at the model's size and upscaled, and keeps its own full-resolution
+        pixels outside the mask."""
         if options:
             raise UnsupportedOperation(f"unknown edit option(s): {', '.join(sorted(options))}")
         self.check_inputs(GenerateRequest(prompt=prompt, n=n, seed=seed))
@@ -210,6 +215,8 @@ class SpecEngine(GANEngine):
             raise ValueError(f"keep must be auto or off, got {keep!r}")
         if candidates is not None and not 1 <= candidates <= 256:
             raise ValueError(f"candidates must be between 1 and 256, got {candidates}")
+        out_size = self.output_size(image, size)
+        self.check_mask(mask, image, out_size)
         from pixelchat.vision.editing import blend, candidate_latents, change_mask, feather, mask_tensor
 
         src = self.source(image, source_prompt)
@@ -231,34 +238,37 @@ class SpecEngine(GANEngine):
         spread = strength if strength > 0 else (DEFAULT_SPREAD if k > 1 else 0.0)
         zs = candidate_latents(src.z[0], spread, k, torch.Generator().manual_seed(base))
         images = self.redraw(zs, cond)
+        changed = None  # where an inverted picture's redraw changed under the new spec
         if user_mask is not None:
             images = blend(images, x0, user_mask)
         elif src.how == "inversion" and keep == "auto":
             old = self.redraw(src.z, src.text)  # the picture as the generator redraws it under its old spec
-            images = blend(images, x0, change_mask(images, old.expand(len(images), -1, -1, -1)))
-        if k > 1:
-            order = self._rank(images, _observable(new.values, self.schema), x0)[:n]
-            images, zs = images[order], zs[order]
-        else:
-            images, zs = images[:n], zs[:n]
-        return self._spec_results(images, zs, prompt, base, "edit", src, new, strength=strength, mask=mask is not None,
-                                  changes=dict(changes))
+            changed = change_mask(images, old.expand(len(images), -1, -1, -1))
+            images = blend(images, x0, changed)
+        order = self._rank(images, _observable(new.values, self.schema), x0)[:n] if k > 1 else torch.arange(n)
+        images, zs = images[order], zs[order]
+        images = self.at_size(images, out_size, image, mask, None if changed is None else changed[order])
+        return self._spec_results(images, zs, prompt, base, "edit", src, new, size=out_size, strength=strength,
+                                  mask=mask is not None, changes=dict(changes))
 
     def vary(self, image: Image.Image, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
-             **options) -> list[GeneratedImage]:
-        """``n`` variations: the same spec, the latent moved by ``strength`` (no candidates are ranked)."""
+             size: int | None = None, **options) -> list[GeneratedImage]:
+        """``n`` variations: the same spec, the latent moved by ``strength`` (no candidates are ranked), at
+        ``size`` (default: the picture's own where the model draws it)."""
         self.check_vary(options, n, strength, seed)
+        out_size = self.output_size(image, size)
         src = self.source(image)
         base = seed if seed is not None else secrets.randbelow(2**32)
         gen = torch.Generator().manual_seed(base)
         theta = strength * math.pi / 2
         zs = math.cos(theta) * src.z + math.sin(theta) * torch.randn((n, self.model_cfg.z_dim), generator=gen)
-        images = self.redraw(zs, src.text)
-        return self._spec_results(images, zs, src.prompt, base, "vary", src, src.spec, strength=strength)
+        images = self.upscale(self.redraw(zs, src.text), out_size)
+        return self._spec_results(images, zs, src.prompt, base, "vary", src, src.spec, size=out_size, strength=strength)
 
     def _spec_results(self, images: torch.Tensor, zs: torch.Tensor, prompt: str, seed: int, operation: str,
-                      src: Source, spec: SceneSpec, **details) -> list[GeneratedImage]:
-        out = self._results(images, zs, prompt or _spec_prompt(spec, self.schema), seed, operation, src, **details)
+                      src: Source, spec: SceneSpec, size: int | None = None, **details) -> list[GeneratedImage]:
+        out = self._results(images, zs, prompt or _spec_prompt(spec, self.schema), seed, operation, src, size=size,
+                            **details)
         for r in out:
             r.record["spec"] = spec.to_dict()
         return out

@@ -71,7 +71,7 @@ def generate_for(engine, prompts: list[EvalPrompt], per_prompt: int, seed: int, 
     """``per_prompt`` pictures per prompt; prompt i uses seeds seed + i·per_prompt …"""
     batches = []
     for i, p in enumerate(track(prompts, description="generating", transient=True, disable=not progress)):
-        out = engine.generate(GenerateRequest(p.prompt, n=per_prompt, seed=seed + i * per_prompt))
+        out = engine.generate(GenerateRequest(p.prompt, n=per_prompt, seed=seed + i * per_prompt, size=engine.info.size))
         batches.append(to_batch([g.image for g in out]))
     return torch.cat(batches)
 

@@ -117,7 +117,9 @@ def run(queue: JobQueue, job: Job) -> Made:
 
         picture, mask = upload(queue, job, "image"), upload(queue, job, "mask")
         options = {"strength": p["strength"]} if p.get("strength") is not None else {}
-        options.update(p.get("engine_options") or {})  # what quality asked for (pixelchat.server.quality)
+        options.update(p.get("engine_options") or {})
+        if p.get("size"):
+            options["size"] = int(p["size"])  # what quality asked for (pixelchat.server.quality)
         n, partials = int(p.get("n", 1)), int(p.get("partial_images", 0))  # runners-up to stream, best last
         result = client_errors(lambda: edit(picture.convert("RGB"), p["prompt"], mask=mask, n=n + partials,
                                             seed=checked_seed(p), model=model, **options))
@@ -129,8 +131,9 @@ def run(queue: JobQueue, job: Job) -> Made:
         from pixelchat.edit import vary
 
         picture = upload(queue, job, "image").convert("RGB")
+        sized = {"size": int(p["size"])} if p.get("size") else {}
         results = client_errors(lambda: vary(picture, n=int(p.get("n", 1)), seed=checked_seed(p), model=model,
-                                             **(p.get("engine_options") or {})))
+                                             **(p.get("engine_options") or {}), **sized))
         made = styled(results, None)
         made.result = {"revised_prompt": results[0].record.get("prompt", "") if results else ""}
         return made

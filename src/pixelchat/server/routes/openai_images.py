@@ -392,6 +392,12 @@ def uploaded(single: UploadFile | None, many: list[UploadFile] | None) -> list[U
     return [f for f in [single, *(many or [])] if f is not None]
 
 
+def sized(engine, kind: str, side: int) -> dict:
+    """The job's ``size`` where the engine takes one for this operation (edits and variations of other
+    engines come back at the size the engine draws them)."""
+    return {"size": side} if takes(getattr(engine, "edit" if kind == "edit" else "vary"), "size") else {}
+
+
 def picture_size(engine, kind: str, size: str | None) -> int:
     """The side an edit or variation is drawn at: any the model draws where the engine takes a size
     for this operation, else its own size."""
@@ -449,7 +455,7 @@ async def create_edit(
     options = edit_options(engine, "edit", quality, n)
     partials = partial_images if stream else 0
     fields = {"prompt": prompt, "n": n, "seed": seed, "strength": strength, "engine_options": options or {},
-              "partial_images": partials}
+              "partial_images": partials, **sized(engine, "edit", side)}
     how = Answer(kind="edit", prompt=prompt, model=engine.info.id, size=side, response_format=response_format,
                  output_format=output_format, compression=output_compression,
                  quality=None if options is None else drawn_quality("edit", quality),
@@ -484,7 +490,7 @@ async def create_variation(
     side = picture_size(engine, "vary", size)
     picture = await read_upload(request, [image], "image", "RGB")
     options = edit_options(engine, "vary", quality, n)
-    fields = {"n": n, "seed": seed, "engine_options": options or {}}
+    fields = {"n": n, "seed": seed, "engine_options": options or {}, **sized(engine, "vary", side)}
     how = Answer(kind="variation", prompt="", model=engine.info.id, size=side, response_format=response_format,
                  output_format=output_format, compression=output_compression,
                  quality=None if options is None else drawn_quality("variation", quality), images_in=1)
