@@ -92,6 +92,7 @@ def test_openai_model_names_are_aliases_listed_by_models(live, picture):
     listed = {m.id: m for m in live.client.models.list().data}
     assert set(OPENAI_MODELS) | {served_id(live)} == set(listed)
     assert all(m.model_extra["root"] == served_id(live) for m in listed.values())
+    assert all(m.model_extra["sizes"] == ["32x32"] and m.model_extra["default_size"] == "32x32" for m in listed.values())
     for name in OPENAI_MODELS:
         drawn = live.client.images.generate(model=name, prompt="hills at night")
         assert drawn.model_extra["model"] == served_id(live)  # the answer names the model that drew it
@@ -152,13 +153,16 @@ def test_the_chosen_size_reaches_the_engine(live, monkeypatch, tmp_path, picture
     for name in ("info", "_upsampler", "_upsampler_path"):  # put back afterwards
         monkeypatch.setattr(engine, name, getattr(engine, name))
     engine.attach_upsampler({}, up)
+    listed = live.client.models.list().data[0].model_extra
+    assert listed["sizes"] == ["32x32", "64x64", "128x128"] and listed["default_size"] == "32x32"
     drawn = live.client.images.generate(prompt="a lake", size="128x128")
     assert drawn.size == "128x128" and decoded(drawn.data[0].b64_json).size == (128, 128)
     assert record_of(drawn.data[0].b64_json)["upsampler"]["scale"] == 4
     assert live.client.images.generate(prompt="a lake", size="auto").size == "32x32"
     edited = live.client.images.edit(image=("p.png", picture), prompt="add a boat", size="64x64")
     assert decoded(edited.data[0].b64_json).size == (64, 64)
-    varied = live.client.images.create_variation(image=("p.png", picture), size="128x128")
+    with pytest.warns(DeprecationWarning):  # the client marks variations deprecated; they still work
+        varied = live.client.images.create_variation(image=("p.png", picture), size="128x128")
     assert decoded(varied.data[0].b64_json).size == (128, 128)
     with pytest.raises(openai.BadRequestError) as refused:
         live.client.images.generate(prompt="a lake", size="1024x1024")

@@ -152,6 +152,8 @@ class Model(BaseModel):
     created: int
     owned_by: str = "pixelchat"
     root: str = Field(description="The model that answers to this id (itself, or the model an alias names).")
+    sizes: list[str] = Field(description="The sizes it draws, as 'WxH'.")
+    default_size: str = Field(description="What 'auto' (or no size) draws.")
 
 
 class ModelList(BaseModel):
@@ -245,8 +247,11 @@ class Answer(BaseModel):
 @router.get("/models", response_model=ModelList)
 def list_models(request: Request, user: CurrentUser) -> ModelList:
     """The served model, and the OpenAI model names that answer with it."""
-    info, created = served(request).info, int(request.app.state.started)
-    return ModelList(data=[Model(id=name, created=created, root=info.id)
+    engine = served(request)
+    info, created = engine.info, int(request.app.state.started)
+    sizes = [f"{s}x{s}" for s in drawable_sizes(engine)]
+    default = check_size(engine, "auto")
+    return ModelList(data=[Model(id=name, created=created, root=info.id, sizes=sizes, default_size=f"{default}x{default}")
                            for name in dict.fromkeys([info.id, *aliases(request.app.state.settings)])])
 
 
