@@ -111,7 +111,8 @@ def test_self_check_reply_says_what_the_picture_shows(tiny_model, instruction, a
     s.turn("hills by day")
     turn = s.turn(instruction)
     seen = describe(turn.node.image, model=tiny_model).attributes
-    assert ("not matched yet" in turn.reply) == (seen.get(attribute) != value), (turn.reply, seen)
+    assert ("but I see" in turn.reply) == (seen.get(attribute) != value), (turn.reply, seen)
+    assert (f"→ {value}" in turn.reply) == (seen.get(attribute) == value), (turn.reply, seen)
     with pytest.raises(ValueError, match="checks"):
         Session(checks=9)
 
@@ -256,3 +257,86 @@ def test_chat_json_undo_reports_the_picture_now_current(tiny_model, tmp_path):
     from pixelchat.imagefiles import read_record
 
     assert read_record(undo["file"])["prompt"] == Session.load(session).nodes[1].record["prompt"]
+
+
+def _claims(reply: str) -> dict[str, str]:
+    """What a reply says is in the picture: "terrain plain → hills" (an edit) and "here it is (time night, …)"."""
+    import re
+
+    from pixelchat.data.scenes import SCHEMA
+
+    names = "|".join(a.replace("_", " ") for a in SCHEMA)
+    claims = {m.group(1).replace(" ", "_"): m.group(2) for m in re.finditer(rf"\b({names})(?: \w+)? → (\w+)", reply)}
+    here = re.match(r"here it is \(([^)]*)\)", reply)
+    for part in (here.group(1).split(", ") if here else []):
+        name, value = part.rsplit(" ", 1)
+        claims[name.replace(" ", "_")] = value
+    return claims
+
+
+def test_a_reply_claims_only_what_the_describer_sees(tiny_model):
+    from pixelchat import describe
+
+    s = Session(model=tiny_model, seed=2, checks=2)
+    claimed = 0
+    for message in ("hills by a lake at sunset", "add a boat", "make it night", "add a house and a forest",
+                    "remove the boat", "make it day", "draw snowy mountains by the sea at night", "add a boat"):
+        turn = s.turn(message)
+        if turn.kind not in ("generate", "edit"):
+            continue
+        seen = describe(turn.node.image, model=tiny_model).attributes
+        claims = _claims(turn.reply)
+        claimed += len(claims)
+        assert all(seen.get(k) == v for k, v in claims.items()), (message, turn.reply, seen)
+        for k, (asked, saw) in turn.node.unmet.items():  # what is not seen is said as asked and seen
+            assert seen.get(k, "none") == saw and f"{k.replace('_', ' ')} {asked}" in turn.reply
+        # the prompt shown with the picture and the reply agree: what the reply says drifted is still asked
+        assert "also changed" not in turn.reply
+        for k, (asked, _) in turn.node.unmet.items():
+            assert turn.node.attributes.get(k) == asked
+    assert claimed  # the tiny model draws some of it, so some claims were checked
+
+
+def test_try_again_redraws_a_turn_that_missed(tiny_model):
+    s = Session(model=tiny_model, seed=2, checks=1)
+    missed = next((t for t in (s.turn(m) for m in ("hills by a lake at sunset", "add a boat", "add a house", "add snow",
+                                                   "make it night", "add a forest")) if t.node.unmet), None)
+    assert missed is not None, "the tiny model missed nothing in six turns"
+    again = s.turn("try again")
+    assert again.kind == missed.kind and again.node.parent == missed.node.parent and again.node.attempt == 1
+    assert again.node.id != missed.node.id and again.node.message == missed.node.message
+    if again.node.unmet:
+        assert s.turn("try again").node.attempt == 2
+    s.goto(1)
+    s.node.unmet = {}
+    assert s.turn("try again").kind == "vary"  # nothing missed: a variation, as before
+
+
+@pytest.mark.parametrize("model", ["tiny", "shipped"])
+def test_a_prompt_with_nothing_the_model_draws_draws_nothing_unless_asked(model, tiny_model, tmp_path):
+    path = tiny_model if model == "tiny" else None
+    s = Session(model=path, seed=1)
+    for prompt in ("a cat on a sofa", "a portrait of a woman", "a bowl of fruit on a table"):
+        refused = s.turn(prompt)
+        assert refused.kind == "ask" and refused.node is None and not s.nodes, refused.reply
+        assert refused.reply.startswith("this model draws landscapes: ") and "mountains" in refused.reply
+        assert "draw it anyway" in refused.reply
+    drawn = s.turn("draw it anyway")
+    assert drawn.kind == "generate" and drawn.node.message == "a bowl of fruit on a table" and len(s.nodes) == 1
+    assert s.turn("draw it anyway").kind == "ask"  # nothing is waiting any more
+    for prompt in ("draw a beautiful landscape", "draw a canyon", "draw a picture", "draw hills at night",
+                   "draw a cozy cabin in the woods"):
+        assert s.turn(prompt).kind == "generate", prompt
+    assert Session(model=path, seed=1, draw_anyway=True).turn("a cat on a sofa").kind == "generate"
+    script = tmp_path / "turns.txt"
+    script.write_text("a cat on a sofa\n")
+    from typer.testing import CliRunner
+
+    from pixelchat.cli import app
+
+    args = ["chat", "--script", str(script), "--json", "--out", str(tmp_path / "out"),
+            *(["--model", str(path)] if path else [])]
+    turns = [json.loads(line) for line in CliRunner().invoke(app, args).stdout.splitlines()]
+    assert [t["kind"] for t in turns] == ["ask"] and turns[0]["file"] is None
+    turns = [json.loads(line) for line in CliRunner().invoke(app, [*args, "--draw-anyway"]).stdout.splitlines()]
+    assert [t["kind"] for t in turns] == ["generate"]

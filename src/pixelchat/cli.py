@@ -226,6 +226,8 @@ def chat(
                                           "(e.g. http://127.0.0.1:11434/v1); default: $PIXELCHAT_LLM_URL."),
     llm_model: Optional[str] = typer.Option(None, "--llm-model", help="The language model's name at --llm-url."),
     open_images: bool = typer.Option(False, "--open", help="Open each new picture in the image viewer."),
+    draw_anyway: bool = typer.Option(False, "--draw-anyway", help="Draw prompts that name nothing the model draws "
+                                     "(else such a turn says what it draws; 'draw it anyway' draws the last one)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per turn."),
 ):
     """Talk to a picture: draw, change, ask, undo. Commands: /open FILE /undo /history /goto N /styles /save /quit."""
@@ -247,8 +249,10 @@ def chat(
         if session_file is not None and session_file.exists():
             session = Session.load(session_file)
             session.llm = llm
+            session.draw_anyway = session.draw_anyway or draw_anyway
         else:
-            session = Session(model=model, seed=seed, style=style, palette=palette, checks=checks, llm=llm)
+            session = Session(model=model, seed=seed, style=style, palette=palette, checks=checks, llm=llm,
+                              draw_anyway=draw_anyway)
         if engine is not None:  # the engine named here serves the session's model (a hub id needs this)
             from pixelchat.engines import load_engine
 

@@ -60,6 +60,8 @@ ALLOW = re.compile(r"^(?:allow|stop avoiding|you may (?:add|draw|show)|no longer
 # How a new picture's prompt says that a thing in the negative prompt is not there.
 WITHOUT = {"celestial": "with no sun or moon", "clouds": "with a clear sky", "snow": "without snow",
            "water": "far from water", "trees": "with no trees", "house": "with no house", "boat": "with no boats"}
+RETRY = re.compile(r"^(?:please )?(?:try again|try once more|once more|again|retry)[.! ]*$")
+ANYWAY = re.compile(r"^(?:please )?(?:(?:draw|do|make|paint) it anyway|draw anyway|anyway)[.! ]*$")
 QUESTION = re.compile(r"\?\s*$|^(?:what|which|is there|are there|does it|do you see|describe|how many|tell me)\b")
 
 
@@ -79,6 +81,10 @@ class Node:
     palette: list[str] = field(default_factory=list)  # hex colours the shown picture keeps to
     palette_strength: float = 1.0
     negative: list[str] = field(default_factory=list)  # attributes kept out of every picture ("avoid boats")
+    # What was asked for and the describer does not see in the picture: attribute → [asked, seen];
+    # "try again" redraws such a turn (``attempt`` counts the tries, so each draws other candidates).
+    unmet: dict[str, list[str]] = field(default_factory=dict)
+    attempt: int = 0
 
     @property
     def image(self) -> Image.Image | None:
@@ -130,6 +136,15 @@ def _png(image: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _label(attribute: str) -> str:
+    return attribute.replace("_", " ")
+
+
+def _shows(attribute: str, value: str, seen: dict[str, str]) -> bool:
+    """Whether a reading ``seen`` shows ``attribute`` = ``value`` (a cloud colour shows only with clouds)."""
+    return seen.get(attribute) == value and not (attribute == "cloud_color" and seen.get("clouds") == "none")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -144,7 +159,7 @@ class Session:
 
     def __init__(self, *, model: str | Path | None = None, seed: int | None = None, checks: int = 3,
                  style: str = "none", palette=None, palette_strength: float = 1.0, llm=None,
-                 nearest: bool = True):
+                 nearest: bool = True, draw_anyway: bool = False):
         from pixelchat.vision.style import get_style, palette_hex
 
         if not 0 <= checks <= MAX_CHECKS:
@@ -165,7 +180,12 @@ class Session:
         self.negative: list[str] = []  # before the first picture; afterwards each node carries its own
         self.llm = llm  # an LLMRewriter, or None for the built-in reader alone
         self.nearest = nearest  # map unknown words to the nearest known value (else: free text)
+        # A prompt with nothing the model draws ("a cat on a sofa" to the landscape model) is answered with
+        # what it draws, and nothing is drawn, unless this is set or the next turn says "draw it anyway".
+        self.draw_anyway = draw_anyway
+        self._refused: tuple[str, str] | None = None  # (message, prompt) of the last prompt declined so
         self._resolve = None
+        self._reader = None  # the prompt reader, for a text GAN's prompts (see `_nothing_to_draw`)
         self._seen: dict[int, dict[str, str]] = {}  # node id → what the describer reads in its picture
         self.nodes: dict[int, Node] = {}
         self.current: int | None = None
@@ -228,8 +248,15 @@ class Session:
         if not text:
             return Turn("ask", "say what to draw, or what to change")
         low = text.lower()
+        refused, self._refused = self._refused, None
         if UNDO.match(low):
             return self.undo()
+        if ANYWAY.match(low):
+            if refused is None:
+                return Turn("ask", "there is nothing waiting to be drawn anyway; say what to draw", self.node)
+            return self._generate(*refused, anyway=True)
+        if RETRY.match(low) and self.node is not None and self.node.unmet:
+            return self._retry()
         look = self._look(low)
         if look is not None:
             return look
@@ -284,7 +311,7 @@ class Session:
             node.reply = "palette off"
         return Turn("palette", node.reply, node, [node.output])
 
-    def _generate(self, message: str, prompt: str) -> Turn:
+    def _generate(self, message: str, prompt: str, *, anyway: bool = False, attempt: int = 0) -> Turn:
         from pixelchat.generate import generate_records
 
         negative = self.node.negative if self.node else self.negative
@@ -292,14 +319,89 @@ class Session:
         clash = [a for a in negative if a in named and named[a] != ABSENT[a]]
         if clash:
             return Turn("ask", self._clash(clash), self.node)
+        if not (anyway or self.draw_anyway):
+            declined = self._nothing_to_draw(prompt)
+            if declined is not None:
+                self._refused = (message, prompt)
+                return Turn("ask", declined, self.node)
         prompt = ", ".join([prompt, *(WITHOUT[a] for a in negative if a not in named)])
-        result = generate_records(prompt, 1, self.seed, model=self.model)[0]
+        seed = None if self.seed is None else self.seed + attempt
+        result = generate_records(prompt, 1, seed, model=self.model)[0]
         spec = result.record.get("spec")  # a spec model says what it read; otherwise the pattern reader
         named = ({k: v for k, v in spec["values"].items() if spec["source"].get(k) == "said"} if spec
                  else read_attributes(prompt))
-        reply = "here it is" + (f" ({', '.join(f'{k} {v}' for k, v in named.items())})" if named else "")
-        node = self._add(message, "generate", prompt, named, reply, result)
+        # The self-check: only what the describer sees in the picture is said to be there.
+        seen = self._read_picture(result.image) if self.checks else None
+        unmet = {} if seen is None else {k: [v, seen.get(k, "none")] for k, v in named.items() if not _shows(k, v, seen)}
+        shown = ", ".join(f"{_label(k)} {v}" for k, v in named.items() if k not in unmet)
+        if seen is None and named:
+            reply = f"here it is, not checked (the self-check is off): {shown}"
+        else:
+            reply = "here it is" + (f" ({shown})" if shown else "")
+        if unmet:
+            reply += "; " + self._unmet_reply(unmet)
+        node = self._add(message, "generate", prompt, named, reply, result, unmet=unmet, attempt=attempt)
+        if seen is not None:
+            self._seen[node.id] = seen
         return Turn("generate", reply, node, [node.output])
+
+    def _nothing_to_draw(self, prompt: str) -> str | None:
+        """The reply to a prompt that names nothing this model draws, or None when it names something
+        (or the model draws anything, as a diffusion pipeline does). See `pixelchat.text.vocabulary`."""
+        from pixelchat.data.spec import is_scenes
+        from pixelchat.engines import load_engine
+        from pixelchat.text.vocabulary import DRAWS, SUBJECT, nothing_to_draw
+
+        engine = load_engine(self.model)
+        if engine.info.engine != "gan":
+            return None
+        schema = getattr(engine, "schema", None)
+        if schema is not None and not is_scenes(schema):  # a class model: a class must be named
+            if engine.read([prompt])[0][0]:
+                return None
+            names = ", ".join(v for values in schema.values() for v in values)
+            return (f"this model draws {names}; '{prompt}' names none of them, so nothing was drawn; "
+                    "say 'draw it anyway' for one of them all the same")
+        if schema is not None:  # the spec model's own reading, as the picture would be drawn from it
+            confidence = engine.read([prompt])[0][1]
+        else:  # the text GAN learned the scenes captions: the shipped prompt reader reads them
+            from pixelchat.text.reader import read_prompt
+
+            if self._reader is None:
+                from pixelchat.text.reader import load_reader
+
+                self._reader = load_reader()
+            confidence = read_prompt(self._reader, engine.encoder, prompt, patterns=False).confidence
+        unknown = nothing_to_draw(prompt, confidence, engine.encoder)
+        if unknown is None:
+            return None
+        return (f"this model draws {SUBJECT}: {DRAWS}. Nothing in '{prompt}' ({unknown}) is one of these, so "
+                f"nothing was drawn; say 'draw it anyway' for one of its {SUBJECT} all the same")
+
+    @staticmethod
+    def _unmet_reply(unmet: dict[str, list[str]]) -> str:
+        asked = ", ".join(f"{_label(k)} {asked}" for k, (asked, _) in unmet.items())
+        seen = ", ".join(f"{_label(k)} {seen}" for k, (_, seen) in unmet.items())
+        return f"asked for {asked}, but I see {seen}; say 'try again' to draw it once more"
+
+    def _read_picture(self, image: Image.Image) -> dict[str, str]:
+        from pixelchat.describe import describe
+
+        return describe(image, model=self.model).attributes
+
+    def _retry(self) -> Turn:
+        """"try again" after a turn whose picture misses what was asked: the same request drawn again from
+        the same starting point (other candidates, and for an edit further from the picture)."""
+        node = self.node
+        self.current = node.parent
+        if node.kind == "generate":
+            turn = self._generate(node.message, node.prompt, anyway=True, attempt=node.attempt + 1)
+        else:
+            turn = self._edit(node.message, attempt=node.attempt + 1)
+        if turn.node is None or turn.node.parent != node.parent or turn.node.id == node.parent:
+            self.current = node.id  # nothing new was drawn: stay where the user was
+            turn.node = self.node
+        return turn
 
     @staticmethod
     def _clash(attributes: list[str]) -> str:
@@ -360,7 +462,7 @@ class Session:
         node = self._add(message, "vary", self.node.prompt, self.node.attributes, "a variation of it", result)
         return Turn("vary", node.reply, node, [node.output])
 
-    def _edit(self, message: str, revision: Revision | None = None) -> Turn:
+    def _edit(self, message: str, revision: Revision | None = None, attempt: int = 0) -> Turn:
         from pixelchat.edit import edit
 
         # 1. The text path: the revised prompt (unless the caller has it).
@@ -379,13 +481,13 @@ class Session:
         from pixelchat.engines import load_engine
 
         strengths = SPEC_CHECK_STRENGTHS if getattr(load_engine(self.model), "spec_edits", False) else CHECK_STRENGTHS
-        level, best, best_score = 0, None, None
-        for attempt in range(max(1, self.checks)):
-            seed = None if self.seed is None else self.seed + attempt
+        level, best, best_score = min(attempt, len(strengths) - 1), None, None
+        for i in range(max(1, self.checks)):
+            seed = None if self.seed is None else self.seed + attempt * MAX_CHECKS + i
             result = edit(self.node.image, message, model=self.model, seed=seed, strength=strengths[level],
                           revision=revision)
             if not self.checks:
-                best, best_check = result, ([], [], None)
+                best, best_check = result, ({}, {}, None)
                 break
             check = self._self_check(result.images[0].image, wanted, revision.attributes, before)
             missing, drifted, _ = check
@@ -396,19 +498,28 @@ class Session:
                 break
             if missing:
                 level = min(level + 1, len(strengths) - 1)
-        best_missing, best_drifted, best_seen = best_check
+        missing, drifted, best_seen = best_check
         result = best
         changes = revision.changes
-        said = ", ".join(f"{k.replace('_', ' ')}{f' {before}' if before else ''} → {after}"
-                         for k, (before, after) in changes.items())
-        parts = [said or "nothing in the picture's attributes changed", *revision.notes]
-        if best_missing:
-            parts.append(f"not matched yet: {', '.join(best_missing)}")
-        if best_drifted:
-            parts.append(f"also changed: {', '.join(best_drifted)}")
+        # Only a change the describer sees is said to be done; the rest is said as asked and seen.
+        done = ", ".join(f"{_label(k)}{f' {before}' if before else ''} → {after}"
+                         for k, (before, after) in changes.items() if k not in missing)
+        if best_seen is None:
+            parts = [f"changed as asked, not checked (the self-check is off): {done}" if done
+                     else "nothing in the picture's attributes changed"]
+        else:
+            parts = [done] if done else [] if missing else ["nothing in the picture's attributes changed"]
+        parts += revision.notes
+        if drifted:  # the prompt (shown with the picture) still asks for these: say so in its terms
+            parts.append("no longer as the prompt says: " + ", ".join(f"{_label(k)} {asked} (I see {seen})"
+                                                                      for k, (asked, seen) in drifted.items()))
+        if missing:
+            parts.append(self._unmet_reply(missing))
         reply = "; ".join(parts)
         stated = {k: v for k, v in revision.attributes.items() if k in self.node.attributes or k in changes}
-        node = self._add(message, "edit", result.revised_prompt, stated, reply, result.images[0])
+        unmet = {**missing, **drifted}
+        node = self._add(message, "edit", result.revised_prompt, stated, reply, result.images[0],
+                         unmet={k: list(v) for k, v in unmet.items()}, attempt=attempt)
         if best_seen is not None:
             self._seen[node.id] = best_seen
         return Turn("edit", reply, node, [node.output])
@@ -498,17 +609,15 @@ class Session:
         return apply_values(current, asked, ["as it was earlier in this conversation"])
 
     def _self_check(self, image: Image.Image, wanted: dict[str, str], target: dict[str, str],
-                    before: dict[str, str]) -> tuple[list[str], list[str], dict[str, str]]:
-        """What the describer reads in ``image``: the asked-for changes it does not see, the other
-        attributes that matched the prompt before and do not now, and its reading."""
-        from pixelchat.describe import describe
-
-        seen = describe(image, model=self.model).attributes
-        shows = lambda k, v, a: a.get(k) == v and not (k == "cloud_color" and a.get("clouds") == "none")  # noqa: E731
-        missing = [f"{k.replace('_', ' ')} {v} (I see {seen.get(k, 'none')})" for k, v in wanted.items()
-                   if not shows(k, v, seen) and not (k == "cloud_color" and seen.get("clouds") == "none")]
-        drifted = [f"{k.replace('_', ' ')} {v} → {seen.get(k, 'none')}" for k, v in target.items()
-                   if k not in wanted and shows(k, v, before) and not shows(k, v, seen)]
+                    before: dict[str, str]) -> tuple[dict, dict, dict[str, str]]:
+        """What the describer reads in ``image``: the asked-for changes it does not see and the other
+        attributes that matched the prompt before and do not now (each attribute → (asked, seen)), and
+        its reading."""
+        seen = self._read_picture(image)
+        missing = {k: (v, seen.get(k, "none")) for k, v in wanted.items()
+                   if not _shows(k, v, seen) and not (k == "cloud_color" and seen.get("clouds") == "none")}
+        drifted = {k: (v, seen.get(k, "none")) for k, v in target.items()
+                   if k not in wanted and _shows(k, v, before) and not _shows(k, v, seen)}
         return missing, drifted, seen
 
     # --- files -------------------------------------------------------------------------------
@@ -519,7 +628,7 @@ class Session:
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model_path, "seed": self.seed,
-                "checks": self.checks, "style": self.style, "palette": self.palette, "negative": self.negative,
+                "checks": self.checks, "draw_anyway": self.draw_anyway, "style": self.style, "palette": self.palette, "negative": self.negative,
                 "palette_strength": self.palette_strength,
                 "created": self.created, "current": self.current, "nodes": [asdict(n) for n in self.nodes.values()]}
 
@@ -534,7 +643,7 @@ class Session:
             raise ValueError(f"session format version {d.get('format_version')} is not supported")
         s = cls(model=d.get("model"), seed=d.get("seed"), checks=int(d.get("checks", 3)),
                 style=d.get("style", "none"), palette=d.get("palette") or None,
-                palette_strength=float(d.get("palette_strength", 1.0)))
+                palette_strength=float(d.get("palette_strength", 1.0)), draw_anyway=bool(d.get("draw_anyway", False)))
         s.negative = [a for a in d.get("negative", []) if a in ABSENT]
         s.created = d.get("created", s.created)
         try:

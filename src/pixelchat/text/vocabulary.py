@@ -99,3 +99,40 @@ class NearestValue:
 
     def confident(self, guess: Guess | None) -> bool:
         return guess is not None and guess.confidence >= self.threshold
+
+
+# --- what the scenes model draws at all -----------------------------------------------------------
+# A prompt may ask for nothing the model can draw ("a cat on a sofa"): then the reply says what it
+# draws instead of passing off a landscape as the answer. A prompt is taken to ask for something it
+# draws when any of these holds:
+#   - the pattern reader finds a value in it (its phrases are precise);
+#   - the prompt reader's network says a value with confidence >= SAID_CONFIDENCE (the off-subject
+#     prompts we tried stay under 0.8, e.g. "a red sports car" → terrain plain 0.79);
+#   - it is close to the kind of picture itself: cosine similarity >= SUBJECT_SIMILARITY with
+#     SUBJECT_LABELS, the training captions' words for a whole landscape ("a canyon" 0.59, "a glacier"
+#     0.46, "a windmill" 0.36; "a castle" 0.40 passes, "a cat on a sofa" 0.05, "an elephant" 0.22 and
+#     "a computer" 0.26 do not). The captions' other generic subjects ("a scene", "a place", "a view")
+#     name any picture, so they are left out;
+#   - no word is left once the words the model knows are taken out ("a picture").
+SUBJECT = "landscapes"
+DRAWS = ("day, sunset or night; the sun or the moon; a clear sky, a few or many clouds (white, pink or gray); "
+         "mountains, hills, a desert or a plain; snow; a lake or the sea; a few trees or a forest; a house; a boat")
+SUBJECT_LABELS = ("a landscape", "some scenery")
+SUBJECT_SIMILARITY = 0.35
+SAID_CONFIDENCE = 0.9
+
+
+def nothing_to_draw(prompt: str, confidence: dict[str, float], encoder) -> str | None:
+    """The words of ``prompt`` that name nothing the scenes model draws, when nothing else in it does;
+    None when the prompt asks for something it draws. ``confidence``: the network's confidence in each
+    value it read (the pattern reader is asked here)."""
+    from pixelchat.text.instructions import normalise, read_attributes, unknown_phrase
+
+    text = normalise(prompt)
+    if read_attributes(text) or any(c >= SAID_CONFIDENCE for c in confidence.values()):
+        return None
+    unknown = unknown_phrase(text)
+    if not unknown:
+        return None
+    similarity = float((encoder.embed([text]) @ encoder.embed(list(SUBJECT_LABELS)).T).max())
+    return None if similarity >= SUBJECT_SIMILARITY else unknown
