@@ -49,7 +49,8 @@ class GANEngine:
     """Serves a generator checkpoint written by the training loop (``model.safetensors`` + JSON)."""
 
     def __init__(self, path: str | Path, *, encoder=None, describer=None, inverter: str | Path | None = None,
-                 upsampler: str | Path | bool | None = None):
+                 upsampler: str | Path | bool | None = None, runtime: str | None = None):
+        self.use_runtime(runtime)
         self.generator, self.model_cfg, ckpt = load_generator(path)
         config = ckpt.config
         enc = config.get("text_encoder")
@@ -73,6 +74,36 @@ class GANEngine:
                               arch=self.model_cfg.arch, size=self.model_cfg.size, text_encoder=enc["name"],
                               path=str(ckpt.path))
         self.attach_upsampler(config, upsampler)
+
+    # --- the runtime that runs the networks (pixelchat.engines.runtime) ---------------------------
+
+    def use_runtime(self, runtime: str | None) -> None:
+        """Run the generator and the upsampler with ``runtime`` (None: ``PIXELCHAT_RUNTIME`` or eager)."""
+        from pixelchat.engines.runtime import check_available, runtime_name
+
+        self.runtime = runtime_name(runtime)
+        check_available(self.runtime)
+        self._prepared: dict[str, object] = {}
+        self._prepare_lock = threading.Lock()
+
+    def _run(self, name: str, module: torch.nn.Module, key: str, *inputs: torch.Tensor) -> torch.Tensor:
+        """``module(*inputs)`` by the engine's runtime (prepared, and for exported runtimes cached, on first use)."""
+        if self.runtime == "eager":
+            return module(*inputs)
+        fn = self._prepared.get(name)
+        if fn is None:
+            from pixelchat.engines.runtime import prepare
+
+            with self._prepare_lock:
+                fn = self._prepared.get(name)
+                if fn is None:
+                    example = tuple(t[:1].expand(2, *t.shape[1:]).contiguous() for t in inputs)
+                    fn = self._prepared[name] = prepare(self.runtime, module, example, key)
+        return fn(*inputs)
+
+    def draw(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The generator's forward pass (B, 3, n, n) in [-1, 1], by the engine's runtime."""
+        return self._run("generator", self.generator, f"{self.info.sha256[:16]}-generator", z, cond)
 
     # --- sizes: the generator's own, and the larger ones its upsampler draws ----------------------
 
@@ -135,9 +166,13 @@ class GANEngine:
         native = self.model_cfg.size
         if size == native:
             return x
-        net = self.upsampler
+        from pixelchat.engines.runtime import Scaled
+
+        net, scale = self.upsampler, size // native
+        module = self._prepared.get(f"up{scale}-module") or self._prepared.setdefault(f"up{scale}-module", Scaled(net, scale))
+        key = f"{self.info.upsampler['sha256'][:16]}-upsampler-x{scale}"
         x = x.float().contiguous(memory_format=torch.channels_last)
-        return torch.cat([net.upscale(x[i:i + chunk], size // native) for i in range(0, len(x), chunk)])
+        return torch.cat([self._run(f"up{scale}", module, key, x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
     def pictures(self, x: torch.Tensor, sizes: list[int] | int) -> list[Image.Image]:
         """Generator outputs (B, 3, n, n) → pictures, picture i at ``sizes[i]`` (or all at one size)."""
@@ -212,7 +247,7 @@ class GANEngine:
     @torch.inference_mode()
     def decode(self, z: torch.Tensor, text: torch.Tensor, sizes: list[int] | int | None = None) -> list[Image.Image]:
         """(n, 3, H, W) in [-1, 1] → pictures, at ``sizes`` (default: the model's own)."""
-        return self.pictures(self.generator(z, text), self.model_cfg.size if sizes is None else sizes)
+        return self.pictures(self.draw(z, text), self.model_cfg.size if sizes is None else sizes)
 
     def generate(self, request: GenerateRequest) -> list[GeneratedImage]:
         self.check_inputs(request)
@@ -257,7 +292,7 @@ class GANEngine:
         out = {
             "prompt": request.prompt, "negative_prompt": request.negative_prompt, "seed": seed,
             "truncation": request.truncation, "latent": encode_latent(z),
-            "size": [size, size], **self.info.made_by(created),
+            "size": [size, size], **self.info.made_by(created), "runtime": self.runtime,
         }
         if size != self.model_cfg.size:  # the networks that made it: the generator, then the upsampler
             out["upsampler"] = {**self.info.upsampler, "from": self.model_cfg.size, "scale": size // self.model_cfg.size}
@@ -338,7 +373,7 @@ class GANEngine:
     def redraw(self, z: torch.Tensor, text: torch.Tensor, fine_text: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, size, size) in [-1, 1]; ``fine_text`` mixes texts (coarse blocks: ``text``)."""
         if fine_text is None:
-            return self.generator(z, text)
+            return self.draw(z, text)
         return self.generator(z, text, fine_text)
 
     def edit(self, image: Image.Image, prompt: str, *, mask=None, strength: float = 0.35, n: int = 1,

@@ -36,7 +36,8 @@ class SpecEngine(GANEngine):
     spec_edits = True  # edits take the asked changes as spec values (see `edit`)
 
     def __init__(self, path: str | Path, *, encoder=None, reader=None, describer=None,
-                 upsampler: str | Path | bool | None = None):
+                 upsampler: str | Path | bool | None = None, runtime: str | None = None):
+        self.use_runtime(runtime)
         self.generator, self.model_cfg, ckpt = load_generator(path)
         config = ckpt.config
         if self.model_cfg.arch != "specgan" or not self.model_cfg.schema:
@@ -129,7 +130,7 @@ class SpecEngine(GANEngine):
 
     @torch.inference_mode()
     def decode(self, z: torch.Tensor, spec: torch.Tensor, sizes: list[int] | int | None = None) -> list[Image.Image]:
-        return self.pictures(self.generator(z, spec), self.model_cfg.size if sizes is None else sizes)
+        return self.pictures(self.draw(z, spec), self.model_cfg.size if sizes is None else sizes)
 
     def generate(self, request: GenerateRequest) -> list[GeneratedImage]:
         return self.generate_batch([request])[0]
@@ -186,7 +187,7 @@ class SpecEngine(GANEngine):
 
     def redraw(self, z: torch.Tensor, spec: torch.Tensor, fine_text=None) -> torch.Tensor:
         with torch.inference_mode():
-            return self.generator(z, spec.expand(len(z), -1))
+            return self.draw(z, spec.expand(len(z), -1).contiguous())
 
     def edit(self, image: Image.Image, prompt: str, *, mask=None, strength: float = 0.0, n: int = 1,
              seed: int | None = None, target: dict[str, str] | None = None, changes: dict[str, str] | None = None,

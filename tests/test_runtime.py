@@ -1,0 +1,65 @@
+"""Inference runtimes: each installed one draws what eager PyTorch draws; a missing one names its extra."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+
+from pixelchat.engines import GANEngine, GenerateRequest
+from pixelchat.engines.runtime import RUNTIMES, RuntimeUnavailable, check_available, runtime_name
+from pixelchat.training.upsampler import train_upsampler
+
+
+def installed(name: str) -> bool:
+    try:
+        check_available(name)
+    except RuntimeUnavailable:
+        return False
+    return name != "compile" or shutil.which("g++") is not None or shutil.which("c++") is not None
+
+
+@pytest.fixture(scope="module")
+def upsampler(tmp_path_factory):
+    return train_upsampler(tmp_path_factory.mktemp("rt") / "up", n_images=4, in_size=32, scales=(2,), features=4,
+                           body=1, steps=1, minutes=0, batch_size=2, patch=16, n_test=2, progress=False)
+
+
+@pytest.mark.parametrize("name", [r for r in RUNTIMES if r != "eager"])
+def test_each_installed_runtime_draws_what_eager_draws(name, tiny_model, upsampler, tmp_path, monkeypatch):
+    if not installed(name):
+        pytest.skip(f"the {name} runtime is not installed here")
+    monkeypatch.setenv("PIXELCHAT_CACHE", str(tmp_path / "cache"))
+    eager = GANEngine(tiny_model, upsampler=upsampler, runtime="eager")
+    other = GANEngine(tiny_model, upsampler=upsampler, runtime=name)
+    shapes = ((32, 2),) if name == "compile" else ((32, 1), (32, 5), (64, 3))  # compiling costs a minute a shape
+    drawn = {}
+    for size, n in shapes:
+        a = eager.generate(GenerateRequest("a lake at night", n=n, seed=9, size=size))
+        b = drawn[size, n] = other.generate(GenerateRequest("a lake at night", n=n, seed=9, size=size))
+        diff = max(int(np.abs(np.asarray(x.image, np.int16) - np.asarray(y.image, np.int16)).max()) for x, y in zip(a, b))
+        assert diff <= 2, (name, size, diff)  # 8-bit levels
+        assert b[0].record["runtime"] == name and a[0].record["runtime"] == "eager"
+    again = other.generate(GenerateRequest("a lake at night", n=shapes[0][1], seed=9, size=shapes[0][0]))
+    assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image)) for x, y in zip(again, drawn[shapes[0]]))
+    if name in ("onnx", "openvino"):
+        assert list((tmp_path / "cache" / "runtime").glob("*.onnx"))  # exported once, then cached
+
+
+def test_a_missing_runtime_names_the_extra_to_install(tiny_model, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "onnxruntime" else real(m, *a))
+    with pytest.raises(RuntimeUnavailable, match=r"pip install 'pixelchat\[onnx\]'"):
+        GANEngine(tiny_model, runtime="onnx")
+
+
+def test_unknown_runtimes_are_refused(tiny_model, monkeypatch):
+    with pytest.raises(ValueError, match="eager, compile, onnx, openvino"):
+        runtime_name("tensorrt")
+    monkeypatch.setenv("PIXELCHAT_RUNTIME", "fast")
+    with pytest.raises(ValueError, match="unknown runtime 'fast'"):
+        GANEngine(tiny_model)
+    monkeypatch.setenv("PIXELCHAT_RUNTIME", "onnx")
+    assert runtime_name() == "onnx" and runtime_name("eager") == "eager"
