@@ -15,6 +15,7 @@ from PIL import Image
 
 from pixelchat.describe import as_image
 from pixelchat.engines import GeneratedImage, load_engine
+from pixelchat.engines.base import PIPELINE_SETTINGS, check_pipeline_settings
 from pixelchat.data.captions import scene_prompt
 from pixelchat.imagefiles import ImageFileError, mask_array, open_image_file, read_record
 from pixelchat.text.instructions import Revision, apply_instruction, apply_values, looks_like_instruction, read_attributes
@@ -38,6 +39,15 @@ def revise(current: dict[str, str], text: str, resolve=None) -> Revision:
     if looks_like_instruction(text):
         return apply_instruction(current, text, resolve=resolve)
     return apply_values(current, read_attributes(text), prompt=text.strip())
+
+
+def pipeline_settings(served, options: dict) -> None:
+    """Steps, guidance and scheduler left unset are dropped from ``options``; set ones are refused by an
+    engine without them (the built-in models)."""
+    for k in PIPELINE_SETTINGS:
+        if options.get(k) is None:
+            options.pop(k, None)
+    check_pipeline_settings(served, **{k: options.get(k) for k in PIPELINE_SETTINGS})
 
 
 def load_mask(mask, image: Image.Image, size: int | None = None):
@@ -68,11 +78,13 @@ def edit(image: Image.Image | str | os.PathLike, instruction_or_prompt: str, *, 
     revised prompt names everything the picture shows) or "minimal" (for pictures with a record:
     only what their prompt named, plus the changes). revision: the text path's result when the
     caller has already read the instruction (a conversation does); then the picture is not
-    described here. Each result's record holds the revised prompt and its new latent, so it can be
-    edited again."""
+    described here. A pipeline also takes ``steps``, ``guidance`` and ``scheduler`` (a name such as
+    "euler"); the built-in models refuse them. Each result's record holds the revised prompt and its
+    new latent, so it can be edited again."""
     if wording not in ("full", "minimal"):
         raise ValueError(f"wording must be 'full' or 'minimal', got {wording!r}")
     served = load_engine(model, engine)
+    pipeline_settings(served, options)
     picture = as_image(image)
     m = load_mask(mask, picture, options.get("size"))
     if strength is not None:
@@ -105,8 +117,11 @@ def edit(image: Image.Image | str | os.PathLike, instruction_or_prompt: str, *, 
 def vary(image: Image.Image | str | os.PathLike, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
          model: str | Path | None = None, engine: str | None = None, **options) -> list[GeneratedImage]:
     """``n`` variations of ``image`` that keep what it shows; ``strength`` (0–1) is how different.
-    engine: "gan" or "diffusers" (default: inferred from ``model``)."""
-    results = load_engine(model, engine).vary(as_image(image), strength=strength, n=n, seed=seed, **options)
+    engine: "gan" or "diffusers" (default: inferred from ``model``). A pipeline also takes ``steps``,
+    ``guidance`` and ``scheduler``; the built-in models refuse them."""
+    served = load_engine(model, engine)
+    pipeline_settings(served, options)
+    results = served.vary(as_image(image), strength=strength, n=n, seed=seed, **options)
     for r in results:
         r.image.info["pixelchat"] = r.record
     return results

@@ -28,6 +28,18 @@ def a1111_parameters(record: dict) -> str:
               "Version": f"pixelchat {record.get('pixelchat_version', '')}".strip()}
     if record.get("truncation") is not None:
         fields["Truncation"] = record["truncation"]
+    change = (record.get("edit") or record.get("vary") or {}) if record.get("engine") == "diffusers" else {}
+    if change.get("strength") is not None:  # a pipeline's image-to-image redraw: A1111's name for strength
+        fields["Denoising strength"] = change["strength"]
+    if change.get("image_guidance") is not None:
+        fields["Image CFG scale"] = change["image_guidance"]
+    if record.get("scheduler_name"):
+        fields["Scheduler"] = record["scheduler_name"]
+    if record.get("device"):  # where a pipeline ran: the same seed may differ in its last bits elsewhere
+        fields["Device"] = record["device"]
+        fields["Dtype"] = record.get("dtype")
+        if record.get("offload"):
+            fields["CPU offload"] = "yes"
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v not in (None, "")))
     return "\n".join(lines)
 

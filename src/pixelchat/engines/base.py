@@ -40,6 +40,21 @@ def check_seed(seed: int | None) -> None:
         raise ValueError(f"seed must be between 0 and {MAX_SEED - MAX_IMAGES}")
 
 
+PIPELINE_SETTINGS = ("steps", "guidance", "scheduler")
+PLACEMENT = ("device", "dtype", "offload")
+
+
+def check_pipeline_settings(engine, **settings) -> None:
+    """Refuse (UnsupportedOperation) the settings of diffusion pipelines (steps, guidance, scheduler,
+    device, dtype, offload) given to an engine that has none: the built-in models draw in one pass."""
+    given = [k for k, v in settings.items() if v not in (None, False)]
+    if given and not getattr(engine, "pipeline_settings", False):
+        info = getattr(engine, "info", None)
+        which = f"{info.id} ({info.engine} engine)" if info is not None else "this engine"
+        raise UnsupportedOperation(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to diffusion "
+                                   f"pipelines (--engine diffusers); {which} draws in one pass and takes none")
+
+
 @dataclass
 class GenerateRequest:
     prompt: str
@@ -49,6 +64,11 @@ class GenerateRequest:
     size: int | None = None  # the side in pixels; None: the model's default size (ModelInfo.default_size)
     negative_prompt: str | None = None
     spec: dict[str, str] | None = None  # spec-conditioned models: values given directly, over what the prompt says
+    # diffusion pipelines only (None: the engine's default): denoising steps, classifier-free
+    # guidance scale, scheduler by name (engines.diffusers.SCHEDULERS)
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
 
 
 @dataclass

@@ -3,9 +3,14 @@
 generate is text-to-image; edit is image-to-image, inpainting when a mask is given, or an
 instruction edit when the pipeline is an InstructPix2Pix one; vary is image-to-image under the
 picture's own prompt. The image-to-image and inpainting pipelines are built from the loaded
-components (``from_pipe``), so the weights load once. Pipelines cannot describe pictures: the
-built-in describer does. Weights load from safetensors only; pickle files are refused before
-anything opens them.
+components (``from_pipe``), so the weights load once. Pipelines cannot describe pictures: an
+image-to-text model (`pixelchat.vision.captioner`) or the built-in describer does. Weights load
+from safetensors only; pickle files are refused before anything opens them.
+
+Every call takes the settings people expect of a diffusion pipeline: steps, guidance, a scheduler
+by name (`SCHEDULERS`), seed, strength (edits and variations) and size; the engine runs on the
+device and in the dtype it was loaded with (`load_diffusers_engine`), optionally with its
+components offloaded to the CPU between uses. Each picture's record names them all.
 """
 
 from __future__ import annotations
@@ -39,6 +44,25 @@ MIN_SIZE, MAX_SIZE = 32, 2048
 TRUST = "convert it once, where you trust the file: "
 CONVERT = ("python -c \"from diffusers import DiffusionPipeline; "
            "DiffusionPipeline.from_pretrained('{src}').save_pretrained('{src}-safetensors', safe_serialization=True)\"")
+# Schedulers by the names people use for them (A1111's sampler names in brackets): the class, and
+# the config it gets over the pipeline's own scheduler config.
+SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),  # (PLMS)
+    "lms": ("LMSDiscreteScheduler", {}),  # (LMS)
+    "euler": ("EulerDiscreteScheduler", {}),  # (Euler)
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),  # (Euler a)
+    "heun": ("HeunDiscreteScheduler", {}),  # (Heun)
+    "dpm++": ("DPMSolverMultistepScheduler", {}),  # (DPM++ 2M)
+    "dpm++-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),  # (DPM++ 2M Karras)
+    "dpm++-single": ("DPMSolverSinglestepScheduler", {}),  # (DPM++ 2S)
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+    "flow-euler": ("FlowMatchEulerDiscreteScheduler", {}),  # flow-matching pipelines (SD3, Flux)
+}
+DEVICES = ("cuda", "mps", "cpu")
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 CONVERT_FILE = ("python -c \"from diffusers import StableDiffusionPipeline; "
                 "StableDiffusionPipeline.from_single_file('{src}').save_pretrained('{dst}', safe_serialization=True)\"")
 
@@ -145,24 +169,80 @@ def folder_sha256(folder: Path) -> str:
     return total.hexdigest()
 
 
-def default_device() -> tuple[str, torch.dtype]:
-    return ("cuda", torch.float16) if torch.cuda.is_available() else ("cpu", torch.float32)
+def scheduler_spec(name: str) -> tuple[str, dict]:
+    """The scheduler class and config overrides a name (`SCHEDULERS`) stands for; an unknown name is
+    a ValueError listing the names."""
+    key = str(name).strip().lower()
+    if key not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}")
+    return SCHEDULERS[key]
+
+
+def runtime(device: str | None = None, dtype: str | None = None, offload: bool = False) -> tuple[str, str]:
+    """The device and dtype name a pipeline runs in, checked against this machine. Default: CUDA in
+    fp16 when a GPU is visible, else the CPU in fp32. ``offload``: components wait on the CPU and move
+    to the GPU while they run (less GPU memory, a little slower); it needs CUDA and `accelerate`."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = str(device).strip().lower().partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise ValueError(f"unknown device {device!r}: choose one of cuda, cuda:N, mps, cpu")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            why = "torch here is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device {device!r} is not available: {why} (torch {torch.__version__}); "
+                             "use --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} is not available: this machine has {torch.cuda.device_count()} "
+                             "CUDA GPU(s), numbered from 0")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} is not available: no Apple GPU (MPS) here; use --device cpu")
+    name = dtype or ("fp32" if kind == "cpu" else "fp16")
+    name = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float32": "fp32", "float": "fp32"}.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if kind == "cpu" and name == "fp16":
+        raise ValueError("dtype fp16 needs a GPU: on the CPU use fp32 (or bf16)")
+    if offload:
+        if kind != "cuda":
+            raise ValueError(f"CPU offload moves components to a CUDA GPU while they run; device {device!r} is not one")
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise UnsupportedOperation("CPU offload needs the accelerate package: pip install 'pixelchat[diffusers]'")
+    return str(device).strip().lower(), name
+
+
+def place(pipeline, device: str, offload: bool) -> None:
+    """Move ``pipeline`` to ``device``, or with ``offload`` let accelerate move each component there
+    while it runs."""
+    if offload:
+        pipeline.enable_model_cpu_offload(device=device)
+    else:
+        pipeline.to(device)
 
 
 # --- the engine --------------------------------------------------------------------------------
 
 
 class DiffusersEngine:
-    """Serves a diffusers pipeline. ``steps``, ``guidance`` and ``image_guidance`` (InstructPix2Pix)
-    are the defaults of every call; edit and vary take them per call too. ``batch_size``: most
-    images generated in one pipeline call."""
+    """Serves a diffusers pipeline. ``steps``, ``guidance``, ``scheduler`` (a name in `SCHEDULERS`;
+    None: the pipeline's own) and ``image_guidance`` (InstructPix2Pix) are the defaults of every
+    call; each call may give its own. ``batch_size``: most images generated in one pipeline call.
+    ``device``, ``dtype``, ``offload``: where the pipeline was placed (see `runtime`), for records."""
+
+    pipeline_settings = True  # takes steps, guidance and scheduler (engines.base.check_pipeline_settings)
 
     def __init__(self, pipeline, *, name: str, path: str, sha256: str, steps: int = DEFAULT_STEPS,
                  guidance: float = DEFAULT_GUIDANCE, image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
-                 batch_size: int = 8, describer=None):
+                 scheduler: str | None = None, batch_size: int = 8, describer=None, device: str = "cpu",
+                 dtype: str = "fp32", offload: bool = False):
         self.pipeline = pipeline
         self.pipeline.set_progress_bar_config(disable=True)
         self.steps, self.guidance, self.image_guidance = steps, guidance, image_guidance
+        self.scheduler = scheduler
+        self.device, self.dtype, self.offload = device, dtype, offload
+        self._schedulers: dict[str, object] = {}
         self.batch_size = batch_size
         # InstructPix2Pix pipelines edit by instruction: `pixelchat.edit` hands them the user's words as said.
         self.instruction_edits = "InstructPix2Pix" in type(pipeline).__name__
@@ -190,12 +270,47 @@ class DiffusersEngine:
         check_seed(request.seed)
         if request.truncation is not None:
             raise UnsupportedOperation("truncation is an option of the GAN engine; diffusion pipelines do not use it")
+        steps, guidance, scheduler = self.settings(request.steps, request.guidance, request.scheduler)
+        self._check_run(steps, guidance)
+        self.scheduler_for(scheduler)
+
+    def settings(self, steps: int | None, guidance: float | None, scheduler: str | None) -> tuple[int, float, str | None]:
+        """A call's steps, guidance and scheduler name: its own, else the engine's defaults."""
+        return (self.steps if steps is None else steps, self.guidance if guidance is None else guidance,
+                self.scheduler if scheduler is None else scheduler)
+
+    def scheduler_for(self, name: str | None):
+        """The scheduler a name stands for, built from the pipeline's own scheduler config (None: the
+        pipeline's own). One that does not fit the pipeline (a flow-matching scheduler on a noise-
+        prediction model, or the reverse) is a ValueError naming those that do."""
+        if name is None:
+            return None
+        key = name.strip().lower()
+        if key not in self._schedulers:
+            import diffusers
+
+            class_name, overrides = scheduler_spec(key)
+            own = self.pipeline.scheduler
+            fits = {c.__name__ for c in getattr(own, "compatibles", ())} | {type(own).__name__}
+            if class_name not in fits:
+                names = [n for n, (c, _) in SCHEDULERS.items() if c in fits]
+                raise ValueError(f"scheduler {name!r} ({class_name}) does not fit {self.info.arch}, whose scheduler "
+                                 f"is {type(own).__name__}; it takes: {', '.join(names) or 'its own only'}")
+            try:
+                self._schedulers[key] = getattr(diffusers, class_name).from_config(own.config, **overrides)
+            except ImportError as e:  # a scheduler that needs a package not installed (scipy for lms)
+                raise UnsupportedOperation(f"scheduler {name!r} needs a package that is not installed: {e}") from None
+        return self._schedulers[key]
+
+    def scheduler_name(self, name: str | None, pipeline=None) -> str:
+        """The class name of the scheduler a call runs."""
+        return SCHEDULERS[name.strip().lower()][0] if name else type((pipeline or self.pipeline).scheduler).__name__
 
     @staticmethod
     def _check_run(steps: int, guidance: float, strength: float | None = None) -> None:
-        if not 1 <= steps <= 1000:
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
             raise ValueError(f"steps must be between 1 and 1000, got {steps}")
-        if not 0.0 <= guidance <= 50.0:
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0.0 <= guidance <= 50.0:
             raise ValueError(f"guidance must be between 0 and 50, got {guidance}")
         if strength is not None:
             if not 0.0 < strength <= 1.0:
@@ -209,10 +324,17 @@ class DiffusersEngine:
     def generators(seeds: list[int]) -> list[torch.Generator]:
         return [torch.Generator().manual_seed(s) for s in seeds]
 
-    # 3. run the pipeline
-    def _run(self, pipeline, **kwargs) -> list[Image.Image]:
+    # 3. run the pipeline, with the call's scheduler in place of its own for the call
+    def _run(self, pipeline, scheduler: str | None = None, **kwargs) -> list[Image.Image]:
+        chosen = self.scheduler_for(scheduler)
         with self._lock, quiet(), torch.inference_mode():  # a prompt past the text encoder's limit is cut
-            return pipeline(output_type="pil", **kwargs).images
+            own = pipeline.scheduler
+            if chosen is not None:
+                pipeline.scheduler = chosen
+            try:
+                return pipeline(output_type="pil", **kwargs).images
+            finally:
+                pipeline.scheduler = own
 
     def generate(self, request: GenerateRequest) -> list[GeneratedImage]:
         return self.generate_batch([request])[0]
@@ -224,40 +346,52 @@ class DiffusersEngine:
             self.check_inputs(request)
         if sum(r.n for r in requests) > MAX_IMAGES:
             raise ValueError(f"a batch draws at most {MAX_IMAGES} images")
-        self._check_run(self.steps, self.guidance)
+
+        def how(r: GenerateRequest) -> tuple:  # what images drawn in one pipeline call share
+            return (r.size or self.info.size, *self.settings(r.steps, r.guidance, r.scheduler))
+
         todo = [(i, r, (r.seed if r.seed is not None else secrets.randbelow(2**32)) + k)  # one per image
                 for i, r in enumerate(requests) for k in range(r.n)]
         out: list[list[GeneratedImage]] = [[] for _ in requests]
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for size in dict.fromkeys(r.size or self.info.size for r in requests):
-            same = [t for t in todo if (t[1].size or self.info.size) == size]
+        for size, steps, guidance, scheduler in dict.fromkeys(how(r) for r in requests):
+            same = [t for t in todo if how(t[1]) == (size, steps, guidance, scheduler)]
             for start in range(0, len(same), self.batch_size):
                 chunk = same[start:start + self.batch_size]
-                images = self._run(self.pipeline, prompt=[r.prompt for _, r, _ in chunk],
+                images = self._run(self.pipeline, scheduler, prompt=[r.prompt for _, r, _ in chunk],
                                    negative_prompt=[r.negative_prompt or "" for _, r, _ in chunk],
                                    generator=self.generators([s for _, _, s in chunk]), height=size, width=size,
-                                   num_inference_steps=self.steps, guidance_scale=self.guidance)
+                                   num_inference_steps=steps, guidance_scale=guidance)
                 for (i, r, s), image in zip(chunk, images):
                     record = self.record(r.prompt, r.negative_prompt, s, image.size, type(self.pipeline).__name__,
-                                         self.steps, self.guidance, created)
+                                         steps, guidance, created, scheduler)
                     out[i].append(GeneratedImage(image, r.prompt, s, record))
         return out
 
     def record(self, prompt: str, negative_prompt: str | None, seed: int, size: tuple[int, int], pipeline: str,
-               steps: int, guidance: float, created: str) -> dict:
-        """Everything needed to say how the image was made, and to make it again."""
+               steps: int, guidance: float, created: str, scheduler: str | None = None) -> dict:
+        """Everything needed to say how the image was made, and to make it again: the settings of the
+        call (``scheduler_name``: the name asked for; None for the pipeline's own) and where it ran."""
         return {
             "prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, "size": list(size),
             "steps": steps, "guidance": guidance, "pipeline": pipeline,
-            "scheduler": type(self.pipeline.scheduler).__name__, **self.info.made_by(created),
+            "scheduler": self.scheduler_name(scheduler), "scheduler_name": scheduler,
+            "device": self.device, "dtype": self.dtype, "offload": self.offload, **self.info.made_by(created),
         }
 
     # --- describe, edit, vary ------------------------------------------------------------------
 
     @property
     def describer(self):
-        """The built-in captioner behind `describe` (loaded on first use)."""
-        if self._describer is None or isinstance(self._describer, (str, Path)):
+        """What `describe` reads pictures with (loaded on first use): an image-to-text model (a
+        `Captioner`: the one set here, else ``PIXELCHAT_DESCRIBER``), else the built-in describer."""
+        from pixelchat.vision.captioner import chosen_describer, is_captioner, load_captioner
+
+        if self._describer is None and chosen_describer() is not None:
+            self._describer = load_captioner(chosen_describer())
+        elif is_captioner(self._describer) and isinstance(self._describer, (str, Path)):
+            self._describer = load_captioner(self._describer)
+        elif self._describer is None or isinstance(self._describer, (str, Path)):
             from pixelchat.vision.describer import load_describer
 
             self._describer = load_describer(self._describer)
@@ -265,16 +399,22 @@ class DiffusersEngine:
 
     @describer.setter
     def describer(self, describer) -> None:
-        """Another describer: a Describer or a checkpoint path (None: the shipped one)."""
+        """Another describer: a Describer or its checkpoint path, a Captioner or an image-to-text model's
+        folder or hub id (None: ``PIXELCHAT_DESCRIBER``, else the shipped describer)."""
         self._describer = describer
 
     def describe(self, image: Image.Image):
-        """What the picture shows, read by the built-in describer (diffusion pipelines cannot say):
-        its words are those of the scenes it was trained on."""
+        """What the picture shows (diffusion pipelines cannot say): in free words by an image-to-text
+        model where one is set, else by the built-in describer, in the words of the scenes it was
+        trained on."""
+        from pixelchat.vision.captioner import Captioner
         from pixelchat.vision.describer import describe_images, image_to_tensor
 
+        describer = self.describer
+        if isinstance(describer, Captioner):
+            return describer.describe(image)
         with torch.inference_mode():
-            return describe_images(self.describer, image_to_tensor(image))[0]
+            return describe_images(describer, image_to_tensor(image))[0]
 
     def derived(self, task: str):
         """The image-to-image or inpainting pipeline over the loaded components (no weights copied)."""
@@ -301,7 +441,7 @@ class DiffusersEngine:
     def edit(self, image: Image.Image, prompt: str, *, mask=None, strength: float | None = None, n: int = 1,
              seed: int | None = None, target: dict[str, str] | None = None, negative_prompt: str | None = None,
              steps: int | None = None, guidance: float | None = None, image_guidance: float | None = None,
-             **options) -> list[GeneratedImage]:
+             scheduler: str | None = None, **options) -> list[GeneratedImage]:
         """Redraw ``image`` under ``prompt`` (for an InstructPix2Pix pipeline: the instruction).
 
         mask: an (H, W) array in [0, 1] at the image's size (or a mask picture), 1 where the picture
@@ -312,14 +452,14 @@ class DiffusersEngine:
         if options:
             raise UnsupportedOperation(f"unknown edit option(s) for the diffusers engine: {', '.join(sorted(options))}")
         mode = "instruct" if self.instruction_edits else ("inpaint" if mask is not None else "img2img")
-        steps = self.steps if steps is None else steps
-        guidance = self.guidance if guidance is None else guidance
+        steps, guidance, scheduler = self.settings(steps, guidance, scheduler)
         if mode == "instruct":
             strength = None
         elif strength is None:
             strength = 1.0 if mode == "inpaint" else 0.6
         check_prompt(prompt, negative_prompt)
         self._check_run(steps, guidance, strength)
+        self.scheduler_for(scheduler)
         check_seed(seed)
         if not 1 <= n <= MAX_IMAGES:
             raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
@@ -333,21 +473,22 @@ class DiffusersEngine:
         if mode == "instruct":
             image_guidance = self.image_guidance if image_guidance is None else image_guidance
             pipe = self.pipeline
-            images = self._run(pipe, image_guidance_scale=image_guidance, **common)
+            images = self._run(pipe, scheduler, image_guidance_scale=image_guidance, **common)
         elif mode == "inpaint":
             pipe = self.derived("inpaint")
             mask_image = Image.fromarray((change * 255).round().astype(np.uint8), "L")
-            images = self._run(pipe, mask_image=mask_image, strength=strength, height=size[1], width=size[0], **common)
+            images = self._run(pipe, scheduler, mask_image=mask_image, strength=strength, height=size[1],
+                               width=size[0], **common)
         else:
             pipe = self.derived("img2img")
-            images = self._run(pipe, strength=strength, **common)
+            images = self._run(pipe, scheduler, strength=strength, **common)
         if change is not None:  # outside the mask the picture stays exactly as it was
             images = [composite(out, picture, change) for out in images]
         details = {"mode": mode, "strength": strength, "mask": mask is not None}
         if mode == "instruct":
             details["image_guidance"] = image_guidance
         return self._results(images, prompt, negative_prompt, base, "edit", image, type(pipe).__name__, steps,
-                             guidance, details)
+                             guidance, details, scheduler)
 
     @staticmethod
     def mask_at(mask, image_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -366,7 +507,7 @@ class DiffusersEngine:
 
     def vary(self, image: Image.Image, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
              negative_prompt: str | None = None, steps: int | None = None, guidance: float | None = None,
-             **options) -> list[GeneratedImage]:
+             scheduler: str | None = None, **options) -> list[GeneratedImage]:
         """``n`` variations: image-to-image of the picture under its own prompt (from its record;
         an empty prompt for a picture without one), ``strength`` (0–1] how different."""
         if options:
@@ -379,24 +520,24 @@ class DiffusersEngine:
 
         if not 1 <= n <= MAX_IMAGES:
             raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
-        steps = self.steps if steps is None else steps
-        guidance = self.guidance if guidance is None else guidance
+        steps, guidance, scheduler = self.settings(steps, guidance, scheduler)
         self._check_run(steps, guidance, strength)
+        self.scheduler_for(scheduler)
         check_seed(seed)
         prompt = str((read_record(image) or {}).get("prompt") or "")
         check_prompt(prompt, negative_prompt, empty_ok=True)
         picture = image.convert("RGB").resize(self.working_size(image), Image.Resampling.LANCZOS)
         base = seed if seed is not None else secrets.randbelow(2**32)
         pipe = self.derived("img2img")
-        images = self._run(pipe, prompt=prompt, negative_prompt=negative_prompt or "", image=picture,
+        images = self._run(pipe, scheduler, prompt=prompt, negative_prompt=negative_prompt or "", image=picture,
                            strength=strength, num_images_per_prompt=n, num_inference_steps=steps,
                            guidance_scale=guidance, generator=self.generators([base + i for i in range(n)]))
         return self._results(images, prompt, negative_prompt, base, "vary", image, type(pipe).__name__, steps,
-                             guidance, {"strength": strength})
+                             guidance, {"strength": strength}, scheduler)
 
     def _results(self, images: list[Image.Image], prompt: str, negative_prompt: str | None, base: int,
                  operation: str, source: Image.Image, pipeline: str, steps: int, guidance: float,
-                 details: dict) -> list[GeneratedImage]:
+                 details: dict, scheduler: str | None = None) -> list[GeneratedImage]:
         from pixelchat.imagefiles import read_record
 
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -406,7 +547,8 @@ class DiffusersEngine:
             src["model_sha256"], src["seed"] = origin["model"]["sha256"], origin.get("seed")
         out = []
         for i, img in enumerate(images):
-            record = self.record(prompt, negative_prompt, base + i, img.size, pipeline, steps, guidance, created)
+            record = self.record(prompt, negative_prompt, base + i, img.size, pipeline, steps, guidance, created,
+                                 scheduler)
             record[operation] = {"operation": operation, "source": src, **details}
             out.append(GeneratedImage(img, prompt, base + i, record))
         return out
@@ -422,9 +564,13 @@ def composite(result: Image.Image, picture: Image.Image, mask: np.ndarray) -> Im
 # --- loading -----------------------------------------------------------------------------------
 
 
-def load_diffusers_engine(model: str | Path | None) -> DiffusersEngine:
+def load_diffusers_engine(model: str | Path | None, *, device: str | None = None, dtype: str | None = None,
+                          offload: bool = False) -> DiffusersEngine:
     """The engine for a pipeline folder (one with model_index.json) or a hub id ("owner/name"),
-    loaded once per folder version: CUDA in float16 when available, else the CPU in float32."""
+    loaded once per folder version and placement. device: cuda, cuda:N, mps or cpu (default: CUDA
+    when a GPU is visible, else the CPU); dtype: fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on
+    the CPU); offload: model CPU offload (CUDA, `accelerate`). A device that is not there is a
+    ValueError before anything loads."""
     if not model:
         raise CheckpointError("the diffusers engine needs a pipeline: a folder with model_index.json or a hub id "
                               "such as stable-diffusion-v1-5/stable-diffusion-v1-5")
@@ -433,21 +579,21 @@ def load_diffusers_engine(model: str | Path | None) -> DiffusersEngine:
     if importlib.util.find_spec("diffusers") is None:
         raise UnsupportedOperation("the diffusers engine needs the diffusers package: "
                                    "pip install 'pixelchat[diffusers]'")
+    device, dtype = runtime(device, dtype, offload)
     folder, hub_id = pipeline_folder(model)
-    return _load(str(folder), hub_id, (folder / "model_index.json").stat().st_mtime)
+    return _load(str(folder), hub_id, (folder / "model_index.json").stat().st_mtime, device, dtype, bool(offload))
 
 
 @lru_cache(maxsize=2)
-def _load(folder: str, hub_id: str | None, mtime: float) -> DiffusersEngine:
-    device, dtype = default_device()
+def _load(folder: str, hub_id: str | None, mtime: float, device: str, dtype: str, offload: bool) -> DiffusersEngine:
     try:
         with quiet():
             from diffusers import DiffusionPipeline
 
-            pipeline = DiffusionPipeline.from_pretrained(folder, use_safetensors=True, dtype=dtype,
+            pipeline = DiffusionPipeline.from_pretrained(folder, use_safetensors=True, dtype=DTYPES[dtype],
                                                          local_files_only=True)
     except Exception as e:  # diffusers and transformers raise many types for a broken folder
         raise CheckpointError(f"could not load the pipeline in {folder}: {str(e).splitlines()[0]}") from None
-    pipeline.to(device)
+    place(pipeline, device, offload)
     return DiffusersEngine(pipeline, name=hub_id or Path(folder).name, path=hub_id or folder,
-                           sha256=folder_sha256(Path(folder)))
+                           sha256=folder_sha256(Path(folder)), device=device, dtype=dtype, offload=offload)

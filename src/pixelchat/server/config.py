@@ -24,6 +24,11 @@ class Settings(BaseSettings):
                                                 "default: the shipped model.")
     engine: Literal["gan", "diffusers"] | None = Field(
         None, description="The engine serving `model`; default: diffusers for a pipeline folder, else gan.")
+    device: str | None = Field(None, description="Where a diffusers pipeline runs: cuda, cuda:N, mps or cpu; default: "
+                                                 "cuda when a GPU is visible, else cpu.")
+    dtype: Literal["fp16", "bf16", "fp32"] | None = Field(None, description="A pipeline's number format; default: fp16 "
+                                                                            "on a GPU, fp32 on the CPU.")
+    offload: bool = Field(False, description="Model CPU offload for a pipeline on CUDA (needs accelerate).")
     model_aliases: str = Field("dall-e-2,dall-e-3,gpt-image-1,gpt-image-1-mini,gpt-image-1.5",
                                description="Model names the OpenAI-compatible API also answers to with the served "
                                            "model (listed by GET /v1/models), comma-separated; blank: none.")

@@ -21,7 +21,9 @@ def engine_of(queue: JobQueue):
         return ray_engine(queue.settings)
     from pixelchat.engines import load_engine
 
-    return load_engine(queue.settings.model, queue.settings.engine)
+    settings = queue.settings
+    return load_engine(settings.model, settings.engine, device=settings.device, dtype=settings.dtype,
+                       offload=settings.offload)
 
 
 def client_errors(fn):
@@ -71,7 +73,15 @@ def generate_request(payload: dict):
 
     candidates = int(payload.get("candidates", 1))  # the self-check's, per picture (pixelchat.server.quality)
     return GenerateRequest(prompt=payload["prompt"], n=int(payload.get("n", 1)) * candidates, seed=payload.get("seed"),
-                           size=payload.get("size"), negative_prompt=payload.get("negative_prompt") or None)
+                           size=payload.get("size"), negative_prompt=payload.get("negative_prompt") or None,
+                           **pipeline_settings(payload))
+
+
+def pipeline_settings(payload: dict) -> dict:
+    """The diffusion settings a request set (steps, guidance, scheduler); the unset ones left out."""
+    from pixelchat.engines.base import PIPELINE_SETTINGS
+
+    return {k: payload[k] for k in PIPELINE_SETTINGS if payload.get(k) is not None}
 
 
 def generate_batch(queue: JobQueue, jobs: list[Job]) -> list[Made]:
@@ -118,6 +128,7 @@ def run(queue: JobQueue, job: Job) -> Made:
         picture, mask = upload(queue, job, "image"), upload(queue, job, "mask")
         options = {"strength": p["strength"]} if p.get("strength") is not None else {}
         options.update(p.get("engine_options") or {})
+        options.update(pipeline_settings(p))
         if p.get("size"):
             options["size"] = int(p["size"])  # what quality asked for (pixelchat.server.quality)
         n, partials = int(p.get("n", 1)), int(p.get("partial_images", 0))  # runners-up to stream, best last
@@ -133,7 +144,7 @@ def run(queue: JobQueue, job: Job) -> Made:
         picture = upload(queue, job, "image").convert("RGB")
         sized = {"size": int(p["size"])} if p.get("size") else {}
         results = client_errors(lambda: vary(picture, n=int(p.get("n", 1)), seed=checked_seed(p), model=model,
-                                             **(p.get("engine_options") or {}), **sized))
+                                             **(p.get("engine_options") or {}), **pipeline_settings(p), **sized))
         made = styled(results, None)
         made.result = {"revised_prompt": results[0].record.get("prompt", "") if results else ""}
         return made

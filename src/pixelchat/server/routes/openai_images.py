@@ -6,8 +6,9 @@ Requests take OpenAI's fields, so an app written for DALL·E or gpt-image-1 work
 each field does here: docs/openai-api.md). OpenAI's model names are aliases of the served model
 (`Settings.model_aliases`); fields OpenAI does not know are ignored, as OpenAI ignores them; a field
 of the wrong type is a 400 in OpenAI's error shape. The extras other compatible servers accept
-(``seed``, ``negative_prompt``, ``style``) work the same here. Every picture made is stored (PNG with
-its record) under the user's account.
+(``seed``, ``negative_prompt``, ``style``) work the same here, and so do a diffusion pipeline's
+settings (``steps``, ``guidance``, ``scheduler``: what the OpenAI client's ``extra_body`` sends).
+Every picture made is stored (PNG with its record) under the user's account.
 """
 
 from __future__ import annotations
@@ -108,6 +109,24 @@ class GenerationRequest(BaseModel):
     negative_prompt: str | None = Field(None, max_length=1000)
     style: str | None = Field(None, description="A style preset ('vivid', 'noir', ...; 'natural' means none).")
     palette: list[str] | None = Field(None, max_length=16, description="Hex colours the pictures keep to.")
+    steps: int | None = Field(None, description="A diffusion pipeline's denoising steps (1–1000).")
+    guidance: float | None = Field(None, description="A diffusion pipeline's guidance scale (0–50).")
+    scheduler: str | None = Field(None, max_length=40, description="A diffusion pipeline's scheduler by name "
+                                                                    "('euler', 'dpm++', 'ddim', ...).")
+
+
+def pipeline_settings(engine, values: dict) -> dict:
+    """A request's diffusion settings (steps, guidance, scheduler) that are set; a 400 naming the first
+    where the served engine has none."""
+    from pixelchat.engines import UnsupportedOperation
+    from pixelchat.engines.base import check_pipeline_settings
+
+    given = {k: v for k, v in values.items() if v is not None}
+    try:
+        check_pipeline_settings(engine, **given)
+    except UnsupportedOperation as e:
+        raise APIError(400, str(e), param=next(iter(given)), code="unsupported_parameter") from None
+    return given
 
 
 class ImageData(BaseModel):
@@ -278,8 +297,11 @@ def generation_payload(engine, body) -> dict:
     """A generation job's payload, checked now (a bad style, palette or prompt is refused here, not in a batch)."""
     from pixelchat.vision.style import get_style, palette_hex
 
+    from pixelchat.engines.base import PIPELINE_SETTINGS
+
     payload = {"prompt": body.prompt, "n": getattr(body, "n", 1), "seed": body.seed, "style": body.style,
-               "negative_prompt": body.negative_prompt}
+               "negative_prompt": body.negative_prompt,
+               **pipeline_settings(engine, {k: getattr(body, k, None) for k in PIPELINE_SETTINGS})}
     if body.style and body.style != "natural":
         try:
             get_style(body.style)
@@ -436,6 +458,9 @@ async def create_edit(
     end_user: Annotated[str | None, Form(alias="user", max_length=256)] = None,
     seed: Annotated[int | None, Form(ge=0)] = None,
     strength: Annotated[float | None, Form(ge=0, le=1)] = None,
+    steps: Annotated[int | None, Form(description="A diffusion pipeline's denoising steps")] = None,
+    guidance: Annotated[float | None, Form(description="A diffusion pipeline's guidance scale")] = None,
+    scheduler: Annotated[str | None, Form(max_length=40, description="A diffusion pipeline's scheduler")] = None,
 ):
     """Edit a picture by instruction ("add a boat") or by a prompt for the whole picture."""
     from pixelchat.imagefiles import ImageFileError, mask_array
@@ -460,7 +485,8 @@ async def create_edit(
     options = edit_options(engine, "edit", quality, n)
     partials = partial_images if stream else 0
     fields = {"prompt": prompt, "n": n, "seed": seed, "strength": strength, "engine_options": options or {},
-              "partial_images": partials, **sized(engine, "edit", side)}
+              "partial_images": partials, **sized(engine, "edit", side),
+              **pipeline_settings(engine, {"steps": steps, "guidance": guidance, "scheduler": scheduler})}
     how = Answer(kind="edit", prompt=prompt, model=engine.info.id, size=side, response_format=response_format,
                  output_format=output_format, compression=output_compression,
                  quality=None if options is None else drawn_quality("edit", quality),
@@ -488,6 +514,9 @@ async def create_variation(
     model: Annotated[str | None, Form()] = None,
     end_user: Annotated[str | None, Form(alias="user", max_length=256)] = None,
     seed: Annotated[int | None, Form(ge=0)] = None,
+    steps: Annotated[int | None, Form(description="A diffusion pipeline's denoising steps")] = None,
+    guidance: Annotated[float | None, Form(description="A diffusion pipeline's guidance scale")] = None,
+    scheduler: Annotated[str | None, Form(max_length=40, description="A diffusion pipeline's scheduler")] = None,
 ) -> ImagesResponse:
     """Pictures like the given one: same attributes, other details."""
 
@@ -495,7 +524,8 @@ async def create_variation(
     side = picture_size(engine, "vary", size)
     picture = await read_upload(request, [image], "image", "RGB")
     options = edit_options(engine, "vary", quality, n)
-    fields = {"n": n, "seed": seed, "engine_options": options or {}, **sized(engine, "vary", side)}
+    fields = {"n": n, "seed": seed, "engine_options": options or {}, **sized(engine, "vary", side),
+              **pipeline_settings(engine, {"steps": steps, "guidance": guidance, "scheduler": scheduler})}
     how = Answer(kind="variation", prompt="", model=engine.info.id, size=side, response_format=response_format,
                  output_format=output_format, compression=output_compression,
                  quality=None if options is None else drawn_quality("variation", quality), images_in=1)

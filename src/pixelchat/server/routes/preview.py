@@ -25,6 +25,9 @@ class PreviewRequest(BaseModel):
     negative_prompt: str | None = Field(None, max_length=1000)
     style: ImageStyle | None = Field(None, description="A style preset (GET /api/styles).")
     palette: list[Colour] | None = Field(None, max_length=16, description="Hex colours the picture keeps to.")
+    steps: int | None = Field(None, description="A diffusion pipeline's denoising steps (1–1000).")
+    guidance: float | None = Field(None, description="A diffusion pipeline's guidance scale (0–50).")
+    scheduler: str | None = Field(None, max_length=40, description="A diffusion pipeline's scheduler by name.")
 
 
 @router.post("/preview", response_class=Response, responses={
