@@ -188,3 +188,47 @@ def test_contact_sheet_is_readable_and_has_no_wide_gap():
         run_ = run_ + 1 if b else 0
         widest = max(widest, run_)
     assert widest <= 16  # no white column band between the labels and the pictures
+
+
+def test_long_commands_show_which_step_runs(tiny_model, tmp_path, monkeypatch):
+    """On a terminal, generate, edit and vary draw a progress bar on stderr naming each step."""
+    import io
+
+    from rich.console import Console
+
+    import pixelchat.cli as cli
+
+    shown = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=shown, force_terminal=True, width=160))
+    first = run("generate", "hills by a lake", "--seed", 1, "--out", tmp_path, "--model", tiny_model)
+    assert first.exit_code == 0, first.output
+    picture = first.stdout.split()[0]
+    for args, steps in ((("edit", picture, "add a boat"), ("loading the model", "editing: reading the picture",
+                                                           "checking the pictures", "writing the files")),
+                        (("vary", picture, "--n", 2), ("loading the model", "drawing 2 variations", "writing the files"))):
+        shown.truncate(0)
+        result = run(*args, "--out", tmp_path, "--model", tiny_model, "--seed", 3)
+        assert result.exit_code == 0, result.output
+        for step in steps:
+            assert step in shown.getvalue(), (step, shown.getvalue()[-500:])
+    monkeypatch.setattr(cli, "err", Console(file=io.StringIO(), force_terminal=False))
+    quiet = run("vary", picture, "--n", 1, "--out", tmp_path, "--model", tiny_model)
+    assert quiet.exit_code == 0 and "loading the model" not in quiet.output  # not on a pipe
+
+
+def test_the_cli_starts_without_the_heavy_libraries():
+    """`import pixelchat.cli` (every command's start) pays for torch, transformers, the server and the
+    training stack only in the commands that use them; pixelchat.generate & co. stay the functions."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pixelchat.cli; heavy = ('torch', 'transformers', 'fastapi', 'sqlalchemy', 'kornia', "
+            "'numpy', 'uvicorn'); print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import pixelchat
+    import pixelchat.describe  # noqa: F401  importing the module of the same name keeps the function
+    import pixelchat.edit  # noqa: F401
+
+    assert callable(pixelchat.describe) and callable(pixelchat.edit) and callable(pixelchat.generate)
+    assert pixelchat.vary.__module__ == "pixelchat.edit" and pixelchat.Session.__name__ == "Session"

