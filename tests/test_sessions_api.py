@@ -91,3 +91,22 @@ def test_a_turn_can_run_as_a_job_to_follow(server):
     assert job["status"] == "succeeded" and job["result"]["turn"]["kind"] == "generate" and len(job["result"]["images"]) == 1
     assert error_of(server.get(f"/api/jobs/{job_id}", headers=server.as_user("bob")), 404)
     assert error_of(server.get(f"/api/jobs/{job_id}/events", headers=server.as_user("bob")), 404)
+
+
+def test_a_session_keeps_the_size_it_was_created_with(server):
+    created = server.post("/api/sessions", headers=server.as_user(), json={"title": "small", "size": 32, "checks": 0})
+    assert created.status_code == 201, created.text
+    assert created.json()["size"] == 32
+    err = error_of(server.post("/api/sessions", headers=server.as_user(), json={"size": 256}), 400)
+    assert err["param"] == "size" and "it draws 32" in err["message"]
+
+
+def test_the_preview_draws_the_size_asked(server):
+    import io
+
+    from PIL import Image
+
+    drawn = server.post("/api/preview", headers=server.as_user(), json={"prompt": "a lake", "size": "32x32"})
+    assert drawn.status_code == 200 and Image.open(io.BytesIO(drawn.content)).size == (32, 32)
+    err = error_of(server.post("/api/preview", headers=server.as_user(), json={"prompt": "a lake", "size": "256x256"}), 400)
+    assert err["param"] == "size" and "'32x32'" in err["message"]

@@ -159,7 +159,7 @@ class Session:
 
     def __init__(self, *, model: str | Path | None = None, seed: int | None = None, checks: int = 3,
                  style: str = "none", palette=None, palette_strength: float = 1.0, llm=None,
-                 nearest: bool = True, draw_anyway: bool = False):
+                 nearest: bool = True, draw_anyway: bool = False, size: int | None = None):
         from pixelchat.vision.style import get_style, palette_hex
 
         if not 0 <= checks <= MAX_CHECKS:
@@ -183,6 +183,10 @@ class Session:
         # A prompt with nothing the model draws ("a cat on a sofa" to the landscape model) is answered with
         # what it draws, and nothing is drawn, unless this is set or the next turn says "draw it anyway".
         self.draw_anyway = draw_anyway
+        # The side of new pictures (None: the model's default); edits and variations keep their picture's.
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
+        self.size = size
         self._refused: tuple[str, str] | None = None  # (message, prompt) of the last prompt declined so
         self._resolve = None
         self._reader = None  # the prompt reader, for a text GAN's prompts (see `_nothing_to_draw`)
@@ -326,7 +330,7 @@ class Session:
                 return Turn("ask", declined, self.node)
         prompt = ", ".join([prompt, *(WITHOUT[a] for a in negative if a not in named)])
         seed = None if self.seed is None else self.seed + attempt
-        result = generate_records(prompt, 1, seed, model=self.model)[0]
+        result = generate_records(prompt, 1, seed, model=self.model, size=self.size)[0]
         spec = result.record.get("spec")  # a spec model says what it read; otherwise the pattern reader
         named = ({k: v for k, v in spec["values"].items() if spec["source"].get(k) == "said"} if spec
                  else read_attributes(prompt))
@@ -628,7 +632,7 @@ class Session:
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model_path, "seed": self.seed,
-                "checks": self.checks, "draw_anyway": self.draw_anyway, "style": self.style, "palette": self.palette, "negative": self.negative,
+                "checks": self.checks, "draw_anyway": self.draw_anyway, "size": self.size, "style": self.style, "palette": self.palette, "negative": self.negative,
                 "palette_strength": self.palette_strength,
                 "created": self.created, "current": self.current, "nodes": [asdict(n) for n in self.nodes.values()]}
 
@@ -643,7 +647,8 @@ class Session:
             raise ValueError(f"session format version {d.get('format_version')} is not supported")
         s = cls(model=d.get("model"), seed=d.get("seed"), checks=int(d.get("checks", 3)),
                 style=d.get("style", "none"), palette=d.get("palette") or None,
-                palette_strength=float(d.get("palette_strength", 1.0)), draw_anyway=bool(d.get("draw_anyway", False)))
+                palette_strength=float(d.get("palette_strength", 1.0)), draw_anyway=bool(d.get("draw_anyway", False)),
+                size=d.get("size"))
         s.negative = [a for a in d.get("negative", []) if a in ABSENT]
         s.created = d.get("created", s.created)
         try:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pixelchat.server.deps import CurrentUser
 from pixelchat.server.errors import responses
 from pixelchat.server.routes import Colour, ImageStyle, Seed
-from pixelchat.server.routes.openai_images import check_model, generation_payload, run_job
+from pixelchat.server.routes.openai_images import check_model, check_size, generation_payload, run_job
 
 router = APIRouter(prefix="/api", tags=["images"])
 
@@ -25,6 +25,8 @@ class PreviewRequest(BaseModel):
     negative_prompt: str | None = Field(None, max_length=1000)
     style: ImageStyle | None = Field(None, description="A style preset (GET /api/styles).")
     palette: list[Colour] | None = Field(None, max_length=16, description="Hex colours the picture keeps to.")
+    size: str | None = Field(None, max_length=20, description="'WxH' among the sizes the model draws (GET /v1/models), "
+                                                              "or 'auto' (its default).")
     steps: int | None = Field(None, description="A diffusion pipeline's denoising steps (1–1000).")
     guidance: float | None = Field(None, description="A diffusion pipeline's guidance scale (0–50).")
     scheduler: str | None = Field(None, max_length=40, description="A diffusion pipeline's scheduler by name.")
@@ -36,7 +38,8 @@ class PreviewRequest(BaseModel):
     **responses(400, 404, 409, 503)})
 async def preview(body: PreviewRequest, request: Request, user: CurrentUser) -> Response:
     """One picture for ``prompt``, quickly, to show while the prompt is typed."""
-    payload = generation_payload(check_model(request, None), body)
+    engine = check_model(request, None)
+    payload = {**generation_payload(engine, body), "size": check_size(engine, body.size)}
     # bound to the request's fields: the same Idempotency-Key with another prompt is 409
     outcome = await run_job(request, user, "preview", payload, body.model_dump())
     if not outcome.pngs:  # the same key and request again: a preview is not kept, so it is drawn again, same seed

@@ -37,6 +37,9 @@ class SessionCreate(BaseModel):
     checks: int = Field(3, ge=0, le=8, description="Self-check attempts per change (0: off).")
     style: StyleName = Field("none", description="A style preset for the pictures (GET /api/styles).")
     palette: list[Colour] | None = Field(None, max_length=16, description="Hex colours the pictures keep to.")
+    size: int | None = Field(None, description="Side of new pictures, among those the served model draws "
+                                                "(GET /v1/models); default: the model's (256 for the built-in one). "
+                                                "Edits keep their picture's size.")
 
 
 class SessionUpdate(BaseModel):
@@ -86,6 +89,7 @@ class SessionPublic(SessionSummary):
     role: str = Field(description="Your role: owner (it is yours), editor or viewer (through its room).")
     seed: int | None
     checks: int
+    size: int | None = Field(None, description="Side of new pictures (null: the model's default).")
     current: int | None
     path: list[int] = Field(description="Turn ids from the first to the current one.")
     nodes: list[NodePublic]
@@ -129,18 +133,22 @@ def detail(db, user, row: SessionRow) -> SessionPublic:
                         attributes=n.attributes, reply=n.reply, style=n.style, palette=n.palette, negative=n.negative,
                         created=n.created, image_id=images.get(n.id), author=authors.get(n.id))
              for n in s.nodes.values()]
-    return SessionPublic(**summary(row).model_dump(), role=role or "viewer", seed=s.seed, checks=s.checks,
+    return SessionPublic(**summary(row).model_dump(), role=role or "viewer", seed=s.seed, checks=s.checks, size=s.size,
                          current=s.current, path=[n.id for n in s.path()], nodes=nodes)
 
 
 @router.post("", status_code=201, response_model=SessionPublic, responses=responses(404))
-def create_session(body: SessionCreate, user: CurrentUser, db: SessionDep) -> SessionPublic:
+def create_session(body: SessionCreate, request: Request, user: CurrentUser, db: SessionDep) -> SessionPublic:
     from pixelchat.conversation.session import Session
+    from pixelchat.server.routes.openai_images import drawable_sizes, served
 
     if body.room_id is not None:
         room_for(db, user, body.room_id, need="editor")
+    if body.size is not None and body.size not in (sizes := drawable_sizes(served(request))):
+        raise APIError(400, f"size {body.size} is not drawn by this model; it draws {', '.join(map(str, sizes))}.",
+                       param="size", code="invalid_size")
     try:
-        s = Session(seed=body.seed, checks=body.checks, style=body.style, palette=body.palette or None)
+        s = Session(seed=body.seed, checks=body.checks, style=body.style, palette=body.palette or None, size=body.size)
     except ValueError as e:
         raise APIError(400, str(e), code="invalid_value") from None
     row = SessionRow(id=secrets.token_hex(16), user_id=user.id, room_id=body.room_id, title=body.title.strip(),

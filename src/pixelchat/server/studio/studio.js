@@ -225,6 +225,16 @@ async function loadStyles() {
   }
 }
 
+// The sizes the served model draws (its upsampler's too); the choice is kept in this browser.
+async function loadSizes() {
+  let model;
+  try { model = (await getJSON('/v1/models')).data[0]; } catch { return; }
+  const sizes = model.sizes || [];
+  const kept = localStorage.getItem('pixelchat.size');
+  $('#size').replaceChildren(...sizes.map((s) => el('option', { value: s }, s.replace('x', ' × '))));
+  $('#size').value = sizes.includes(kept) ? kept : (model.default_size || sizes[0]);
+}
+
 // --- signing in ------------------------------------------------------------------------------
 
 async function start() {
@@ -275,6 +285,7 @@ async function signedIn(name, csrf) {
   $('#tabs').hidden = false;
   document.body.dataset.user = name;
   await loadStyles();
+  await loadSizes();
   await loadRooms();
   if (!location.hash || location.hash === '#login') location.hash = '#create';
   else route();
@@ -341,6 +352,7 @@ function setupCreate() {
   $('#new-seed').addEventListener('click', () => { state.seed = randomSeed(); $('#seed').value = state.seed; schedulePreview(0); });
   for (const id of ['#prompt', '#negative']) $(id).addEventListener('input', () => schedulePreview());
   for (const id of ['#style', '#create-palette']) $(id).addEventListener('change', () => schedulePreview(0));
+  $('#size').addEventListener('change', (e) => { localStorage.setItem('pixelchat.size', e.target.value); schedulePreview(0); });
   $('#live').addEventListener('change', () => schedulePreview(0));
   $('#prompt').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $('#create-form').requestSubmit(); }
@@ -362,6 +374,7 @@ function generationFields() {
   if (negative) fields.negative_prompt = negative;
   if (style && style !== 'none') fields.style = style;
   if (palette) fields.palette = palette;
+  if ($('#size').value) fields.size = $('#size').value;
   return fields;
 }
 
@@ -387,7 +400,8 @@ async function runPreview() {
     img.hidden = false;
     img.dataset.prompt = fields.prompt;
     img.dataset.count = ++preview.count;
-    $('#preview-caption').textContent = `${fields.prompt} · seed ${response.headers.get('X-Pixelchat-Seed') || fields.seed}`;
+    const side = fields.size ? ` · ${fields.size.replace('x', ' × ')}` : '';
+    $('#preview-caption').textContent = `${fields.prompt} · seed ${response.headers.get('X-Pixelchat-Seed') || fields.seed}${side}`;
   } catch (e) {
     failed(e);
   } finally {
@@ -417,6 +431,7 @@ async function startChatFromPrompt() {
   if (!fields.prompt) return notify('Describe a picture first.');
   await busy($('#start-chat'), 'Starting a conversation…', async () => {
     const body = { title: fields.prompt.slice(0, 60), style: fields.style || 'none' };
+    if (fields.size) body.size = parseInt(fields.size, 10);
     if ($('#seed-lock').checked) body.seed = state.seed;
     if (fields.palette) body.palette = fields.palette;
     const session = await sendJSON('POST', '/api/sessions', body);
