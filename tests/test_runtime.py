@@ -63,3 +63,28 @@ def test_unknown_runtimes_are_refused(tiny_model, monkeypatch):
         GANEngine(tiny_model)
     monkeypatch.setenv("PIXELCHAT_RUNTIME", "onnx")
     assert runtime_name() == "onnx" and runtime_name("eager") == "eager"
+
+
+def test_the_cli_draws_with_the_runtime_asked_and_refuses_an_unknown_one(tiny_model, tmp_path, monkeypatch):
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from pixelchat.cli import app
+    from pixelchat.imagefiles import read_record
+
+    if not installed("onnx"):
+        pytest.skip("the onnx runtime is not installed here")
+    monkeypatch.setenv("PIXELCHAT_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    out = tmp_path / "out"
+    drawn = runner.invoke(app, ["generate", "a lake", "--model", str(tiny_model), "--runtime", "onnx", "--seed", "2",
+                                "--out", str(out), "--json"])
+    assert drawn.exit_code == 0, drawn.output
+    assert read_record(json.loads(drawn.output)["files"][0])["runtime"] == "onnx"
+    for bad, said in ((["--runtime", "fast"], "unknown runtime 'fast'"),
+                      (["--runtime", "onnx", "--engine", "diffusers"], "--runtime chooses")):
+        refused = runner.invoke(app, ["generate", "a lake", "--model", str(tiny_model), *bad, "--out", str(out)])
+        assert refused.exit_code == 2 and said in refused.output, refused.output
+    assert len(list(out.iterdir())) == 1 and Image.open(next(out.iterdir())).size == (32, 32)

@@ -150,14 +150,17 @@ def offload_option():
                         "while it runs (less GPU memory; needs cuda and accelerate).")
 
 
-def placed(model: Optional[str], engine: Optional[str], device: Optional[str], dtype: Optional[str], offload: bool):
+def placed(model: Optional[str], engine: Optional[str], device: Optional[str], dtype: Optional[str], offload: bool,
+           runtime: Optional[str] = None):
     """--model as it is, or with --device, --dtype or --offload the engine loaded there (a device that is not
-    here, or a built-in model, is refused with one line)."""
-    if device is None and dtype is None and not offload:
+    here, or a built-in model, is refused with one line), or with --runtime the built-in engine on that runtime."""
+    if device is None and dtype is None and not offload and runtime is None:
         return model
-    from pixelchat.engines import load_engine
+    from pixelchat.engines import engine_kind, load_engine
 
-    return load_engine(model, engine, device=device, dtype=dtype, offload=offload)
+    if runtime is not None and engine_kind(model, engine) != "gan":
+        raise ValueError("--runtime chooses what runs the built-in models; a diffusion pipeline runs in PyTorch")
+    return load_engine(model, engine, device=device, dtype=dtype, offload=offload, runtime=runtime)
 
 
 @app.command()
@@ -180,6 +183,8 @@ def generate(
     device: Optional[str] = device_option(),
     dtype: Optional[str] = dtype_option(),
     offload: bool = offload_option(),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="What runs the built-in networks: eager, compile, "
+                                          "onnx or openvino (default: PIXELCHAT_RUNTIME, else eager)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of paths."),
 ):
     """Draw images for a text prompt."""
@@ -189,7 +194,7 @@ def generate(
         step("checking the prompt")
         moderate(prompt, *([negative_prompt] if negative_prompt else []))
         writable_dir(out)
-        served = loaded(placed(model, engine, device, dtype, offload), engine, step)
+        served = loaded(placed(model, engine, device, dtype, offload, runtime), engine, step)
         step(f"drawing {n} picture{'s' if n > 1 else ''}")
         results = generate_records(prompt, n, seed, model=served, truncation=truncation, size=size, engine=engine,
                                    negative_prompt=negative_prompt, steps=steps, guidance=guidance,

@@ -26,7 +26,7 @@ DEFAULT_RUNTIME = "eager"
 EXTRA = {"onnx": ("onnx", ("onnxruntime", "onnxscript", "onnx")), "openvino": ("openvino", ("openvino", "onnxscript", "onnx"))}
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(ValueError):
     """The runtime's package is not installed."""
 
 
