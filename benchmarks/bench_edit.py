@@ -80,7 +80,7 @@ def build_cases(engine, judge, n: int, seed: int) -> list[dict]:
         if i < n // 2:
             a = sample_attributes(rng)
             prompt = caption_scene(a, rng, "train")[0]
-            g = engine.generate(GenerateRequest(prompt, n=1, seed=seed * 100_000 + i))[0]
+            g = engine.generate(GenerateRequest(prompt, n=1, seed=seed * 100_000 + i, size=engine.info.size))[0]
             image = g.image
             image.info["pixelchat"] = g.record
             truth = judged(judge, image)  # what it shows, not what it was asked for
