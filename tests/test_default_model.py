@@ -22,7 +22,7 @@ def test_shipped_weights_are_small_fp16_with_a_card():
 def test_default_model_generates_reproducibly():
     a = pixelchat.generate("a starry night over a lake", n=2, seed=3)
     b = pixelchat.generate("a starry night over a lake", n=2, seed=3)
-    assert a[0].size == (64, 64)
+    assert a[0].size == (256, 256)  # the upsampler's default size
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
 
 
@@ -52,3 +52,20 @@ def test_shipped_model_follows_prompts_by_the_judge():
     figures = evaluate(read_prompts(suite)[::6], per_prompt=6, progress=False).figures
     assert figures["adherence"] >= figures["shuffled_floor"]["adherence"] + 0.05
     assert figures["per_attribute"]["time"] >= 0.7
+
+
+def test_the_shipped_upsampler_is_small_fp16_with_a_card_and_serves_the_default_model():
+    from pixelchat.models.upsampler import DEFAULT_UPSAMPLER, load_upsampler
+
+    config = json.loads(DEFAULT_UPSAMPLER.with_suffix(".json").read_text())
+    assert config["kind"] == "upsampler" and config["upsampler"]["in_size"] == 64
+    assert DEFAULT_UPSAMPLER.with_suffix(".safetensors").stat().st_size < 5 * 2**20
+    assert (DEFAULT_UPSAMPLER.parent / "UPSAMPLER_CARD.md").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(DEFAULT_UPSAMPLER.with_suffix(".safetensors")), "pt") as f:
+        assert all(f.get_tensor(k).dtype.is_floating_point and f.get_tensor(k).itemsize == 2 for k in f.keys())
+    engine = load_engine()
+    assert engine.info.sizes == (64, 256, 512) and engine.info.default_size == 256
+    assert engine.info.upsampler["id"] == "upsampler-scenes64"
+    assert load_upsampler(DEFAULT_UPSAMPLER).cfg.sizes == (256, 512)

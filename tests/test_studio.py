@@ -207,7 +207,7 @@ def test_live_preview_follows_the_words_while_typing(open_as):
     prompt.press_sequentially("a red house by a lake", delay=40)
     expect(page.locator("#preview")).to_have_attribute("data-prompt", "a red house by a lake")
     house = pixels(page, "#preview")
-    assert len(house) == 64 * 64 * 4
+    assert len(house) == 256 * 256 * 4  # the default size
     prompt.press_sequentially(" under snowy peaks at night", delay=40)
     expect(page.locator("#preview")).to_have_attribute("data-prompt", "a red house by a lake under snowy peaks at night")
     night = pixels(page, "#preview")
@@ -538,3 +538,19 @@ def test_a_first_run_on_loopback_offers_a_one_click_local_account(browser, tmp_p
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_the_size_choice_lists_what_the_model_draws_and_the_preview_follows_it(open_as):
+    page = open_as("ada")
+    page.locator('#tabs a[data-view="create"]').click()
+    expect(page.locator("#size option")).to_have_text(["64 × 64", "256 × 256", "512 × 512"])
+    expect(page.locator("#size")).to_have_value("256x256")  # the model's default
+    page.locator("#size").select_option("64x64")
+    page.locator("#prompt").press_sequentially("a lake at noon", delay=20)
+    expect(page.locator("#preview")).to_have_attribute("data-prompt", "a lake at noon")
+    expect(page.locator("#preview-caption")).to_contain_text("64 × 64")
+    assert page.evaluate("() => document.querySelector('#preview').naturalWidth") == 64
+    page.reload()
+    page.locator('#tabs a[data-view="create"]').click()
+    expect(page.locator("#size")).to_have_value("64x64")  # the choice is kept
+    assert not page.errors
