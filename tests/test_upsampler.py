@@ -173,3 +173,11 @@ def test_a_conversation_draws_at_its_size_and_edits_keep_the_pictures_size(sized
     assert again.size == 128
     with pytest.raises(ValueError, match="size must be"):
         Session(size=0)
+
+
+def test_an_upsampler_trains_on_a_folder_of_pictures(scenes_folder, tmp_path):
+    path = train_upsampler(tmp_path / "folder-up", data=scenes_folder, in_size=16, scales=(2,), features=4, body=1,
+                           steps=2, minutes=0, batch_size=2, patch=8, progress=False)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["training"]["images"] == 11 and meta["test"]["n"] == 1  # the last tenth held out
+    assert load_upsampler(path).upscale(torch.zeros(1, 3, 16, 16), 2).shape == (1, 3, 32, 32)
