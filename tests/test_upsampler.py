@@ -21,11 +21,12 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_upsampler(tmp_path_factory):
-    """×2 and ×4 for the tiny 32 px model, trained a few steps on renders: real code path, meaningless quality."""
+def tiny_upsampler(tmp_path_factory, tiny_model):
+    """×2 and ×4 for the tiny 32 px model, trained a few steps on renders and on the model's own pictures (the
+    consistency term): real code path, meaningless quality."""
     out = tmp_path_factory.mktemp("upsampler") / "up"
     return train_upsampler(out, n_images=12, in_size=32, scales=(2, 4), features=4, body=1, steps=3, minutes=0,
-                           batch_size=4, patch=16, n_test=4, progress=False)
+                           batch_size=4, patch=16, n_test=4, generator=tiny_model, pool=4, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def sized(tiny_model, tiny_upsampler, tiny_describer, tiny_inverter):
 
 def test_a_tiny_upsampler_trains_saves_loads_and_gives_identical_pixels(tiny_upsampler):
     meta = json.loads(tiny_upsampler.with_suffix(".json").read_text())
-    assert meta["kind"] == "upsampler" and meta["training"]["steps"] == 3
+    assert meta["kind"] == "upsampler" and meta["training"]["steps"] == 3 and meta["training"]["pool"] == 4
     assert {"x2", "x4"} <= set(meta["test"]) and "psnr_bicubic" in meta["test"]["x4"]
     a, b = load_upsampler(tiny_upsampler), load_upsampler(tiny_upsampler)
     assert a.cfg == b.cfg == UpsamplerConfig(in_size=32, scales=(2, 4), features=4, body=1)

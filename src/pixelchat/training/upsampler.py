@@ -73,7 +73,7 @@ def degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def generated_pool(model: str | Path, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` pictures a generator checkpoint draws from random specs or sample captions, (n, 3, s, s) in [-1, 1]."""
+    """``n`` pictures a generator checkpoint draws from sample prompts, (n, 3, s, s) uint8."""
     from pixelchat.data.dataset import pil_to_uint8
     from pixelchat.engines import GenerateRequest, load_engine
 
@@ -85,7 +85,7 @@ def generated_pool(model: str | Path, n: int, seed: int = 0) -> torch.Tensor:
         k = min(64, n - i)
         req = GenerateRequest(prompt=prompts[(i // 64) % len(prompts)], n=k, seed=seed + i, size=engine.info.size)
         out += [pil_to_uint8(g.image) for g in engine.generate(req)]
-    return torch.stack(out).float() / 127.5 - 1
+    return torch.stack(out)
 
 
 def _crops(images: dict[int, torch.Tensor], idx: torch.Tensor, in_size: int, patch: int,
@@ -149,7 +149,9 @@ def train_upsampler(out: str | Path, *, data: str | Path = "scenes", n_images: i
             feats = net.features(x)
             loss = sum(F.l1_loss(net.upscale(x, s, feats), crops[in_size * s]) for s in cfg.scales) / len(cfg.scales)
             if made is not None:
-                g = _pool_crops(made, batch_size // 2, patch, gen)
+                k = max(1, batch_size // 2)
+                g = _crops({in_size: made}, torch.randint(len(made), (k,), generator=gen), in_size, patch, gen)[in_size]
+                g = g.contiguous(memory_format=torch.channels_last)
                 gf = net.features(g)
                 cons = sum(F.l1_loss(box_down(net.upscale(g, s, gf), s), g) for s in cfg.scales) / len(cfg.scales)
                 loss = loss + consistency_weight * cons
@@ -178,16 +180,6 @@ def train_upsampler(out: str | Path, *, data: str | Path = "scenes", n_images: i
 def _progress(t0: float, budget: float, step: int, steps: int | None) -> float:
     by_time = (time.time() - t0) / budget if math.isfinite(budget) else 0.0
     return max(by_time, step / steps if steps else 0.0)
-
-
-def _pool_crops(pool: torch.Tensor, k: int, patch: int, gen: torch.Generator) -> torch.Tensor:
-    idx = torch.randint(len(pool), (max(1, k),), generator=gen)
-    size = pool.shape[-1]
-    out = []
-    for i in idx.tolist():
-        y, x = torch.randint(size - patch + 1, (2,), generator=gen).tolist()
-        out.append(pool[i, :, y:y + patch, x:x + patch])
-    return torch.stack(out).contiguous(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
