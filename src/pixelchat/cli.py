@@ -860,12 +860,17 @@ def users_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON 
     with user_errors():
         with _admin_db() as db:
             users = list_users(db)
+    print_rows(users, as_json, lambda u: (u["name"], u["created"], "password" if u["password"] else "no password",
+                                          f"{u['keys']} keys", f"{u['images']} pictures", f"{u['sessions']} conversations"))
+
+
+def print_rows(rows: list[dict], as_json: bool, columns) -> None:
+    """A listing: one JSON list, or a tab-separated line of ``columns(row)`` per row."""
     if as_json:
-        typer.echo(json.dumps(users))
+        typer.echo(json.dumps(rows))
         return
-    for u in users:
-        typer.echo(f"{u['name']}\t{u['created']}\t{'password' if u['password'] else 'no password'}\t"
-                   f"{u['keys']} keys\t{u['images']} pictures\t{u['sessions']} conversations")
+    for row in rows:
+        typer.echo("\t".join(columns(row)))
 
 
 @users_app.command("delete")
@@ -937,12 +942,8 @@ def keys_list(
         with _admin_db() as db:
             keys = [{"id": k.id, "name": k.name, "prefix": k.prefix, "created": k.created.isoformat(),
                      "revoked": k.revoked.isoformat() if k.revoked else None} for k in list_keys(db, user)]
-    if as_json:
-        typer.echo(json.dumps(keys))
-        return
-    for k in keys:
-        typer.echo(f"{k['id']}\t{k['prefix']}\t{k['name']}\t{k['created']}\t"
-                   f"{'revoked ' + k['revoked'] if k['revoked'] else 'active'}")
+    print_rows(keys, as_json, lambda k: (str(k["id"]), k["prefix"], k["name"], k["created"],
+                                         "revoked " + k["revoked"] if k["revoked"] else "active"))
 
 
 @keys_app.command("revoke")
