@@ -1,7 +1,8 @@
 """The prompt reader alone (the text path): how often it reads each attribute right.
 
-Three readers on the same prompts: the network alone, the network with the pattern reader where
-the network is unsure (what the engine uses), and the pattern reader alone. Two prompt sets:
+Three readers on the same prompts: the network alone, the pattern reader with the network reading
+the words the patterns leave unexplained (what the engine uses), and the pattern reader alone.
+Two prompt sets:
 
 - captions written with held-out phrasings (split "eval": never in the reader's training data);
   an attribute is right when the reading has the caption's value, or nothing for what the caption

@@ -56,3 +56,43 @@ def test_the_shipped_reader_reads_what_a_prompt_says(prompt, expected):
     assert {k: reading.values.get(k) for k in expected} == expected
     assert set(reading.values) == set(expected)  # nothing more is read into it
     assert all(0.0 <= c <= 1.0 for c in reading.confidence.values())
+
+
+class CountingEncoder:
+    """The shipped encoder, counting the prompts it encodes."""
+
+    def __init__(self):
+        self.inner, self.encoded = load_text_encoder(), []
+
+    def encode(self, prompts, *a, **k):
+        self.encoded += list(prompts)
+        return self.inner.encode(prompts, *a, **k)
+
+    def offsets(self, prompts):
+        return self.inner.offsets(prompts)
+
+
+def test_a_prompt_the_patterns_explain_costs_no_encoder_pass():
+    encoder = CountingEncoder()
+    reading = read_prompt(load_reader(), encoder, "A beautiful picture of snowy hills at night with a lake")
+    assert reading.values == {"time": "night", "terrain": "hills", "snow": "yes", "water": "lake"}
+    assert set(reading.by.values()) == {"pattern"} and encoder.encoded == []
+
+
+def test_the_network_reads_only_what_the_patterns_leave_unexplained():
+    encoder = CountingEncoder()
+    reading = read_prompt(load_reader(), encoder, "a cottage with a canoe")  # "canoe": no pattern knows it
+    assert reading.values.get("boat") == "yes" and reading.by["boat"] == "network"
+    assert reading.values["house"] == "yes" and reading.by["house"] == "pattern"
+    assert len(encoder.encoded) == 1
+    # the network alone reads a value for attributes its attention found in the known words too;
+    # next to the patterns, only readings drawn from the unexplained word stay
+    alone = read_prompt(load_reader(), encoder, "a cottage with a canoe", patterns=False)
+    assert set(reading.values) - {"house", "boat"} <= set(alone.values) - {"house", "boat"}
+
+
+def test_token_offsets_point_into_the_prompt():
+    encoder = load_text_encoder()
+    [offsets] = encoder.offsets(["snowy hills"])
+    words = {"snowy hills"[s:e] for s, e in offsets if e > s}
+    assert "hills" in words and offsets[0] == (0, 0)  # [CLS] covers nothing

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 # train: training phrasings only; heldout: mostly held-out ones; eval: held-out ones only; all: any.
-SPLITS = ("train", "heldout", "eval", "all")
+# fit / tune: the training phrasings split again for choosing a recipe without the eval ones: tune is
+# the last training phrasing of each list that has several, fit the others.
+SPLITS = ("train", "heldout", "eval", "all", "fit", "tune")
 
 # Subject noun phrases per terrain; "{snow}" takes a snow adjective or nothing.
 TERRAIN = {
@@ -98,6 +100,9 @@ def _pick(rng: np.random.Generator, phrasings: tuple[list[str], list[str]], spli
         pool = heldout
     elif split == "heldout":
         pool = heldout if rng.random() < 0.7 else train + heldout
+    elif split in ("fit", "tune"):
+        distinct = list(dict.fromkeys(train))
+        pool = distinct if len(distinct) < 2 else (distinct[:-1] if split == "fit" else distinct[-1:])
     else:
         pool = train + heldout
     return pool[rng.integers(len(pool))]

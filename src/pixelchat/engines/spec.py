@@ -84,12 +84,14 @@ class SpecEngine(GANEngine):
         prompt again costs no encoder pass)."""
         if self.reader is None:
             return [match_classes(p, self.schema) for p in prompts]
+        from pixelchat.text.encoder import DeferredEncoder
         from pixelchat.text.reader import read_prompts
 
         with self._lock:
             missing = list(dict.fromkeys(p for p in prompts if p not in self._readings))
             if missing:
-                for p, r in zip(missing, read_prompts(self.reader, self.encoder, missing)):
+                encoder = DeferredEncoder(lambda: self.encoder)  # loaded only for words the patterns leave unexplained
+                for p, r in zip(missing, read_prompts(self.reader, encoder, missing)):
                     self._readings[p] = (r.values, r.confidence)
             out = []
             for p in prompts:

@@ -132,10 +132,26 @@ def _marks() -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
     return flat, marks, np.linalg.inv(response.T.astype(np.float64)), torch.fft.rfft2(torch.from_numpy(patterns))
 
 
+MATRIX_SIDE = 1024  # sides up to this are resized by two cached matrix products instead of Pillow
+
+
+@lru_cache(maxsize=64)
+def _resize_matrix(n_in: int, n_out: int, resample: Image.Resampling) -> np.ndarray:
+    """Pillow's 1-D resampling of ``n_in`` samples to ``n_out`` as a matrix (n_out, n_in): the rows of
+    an identity picture, each resized along its width, are its columns."""
+    eye = Image.fromarray(np.eye(n_in, dtype=np.float32), "F")
+    return np.ascontiguousarray(np.asarray(eye.resize((n_out, n_in), resample)).T)
+
+
 def _resize(y: np.ndarray, size: tuple[int, int], resample=Image.Resampling.BILINEAR) -> np.ndarray:
-    """A float image to ``size`` (width, height); Pillow's filters widen when shrinking (no aliasing)."""
+    """A float image to ``size`` (width, height); Pillow's filters widen when shrinking (no aliasing).
+    Pillow resamples width and height apart, so for pictures of moderate size the same resize is two
+    cached matrix products (the same result to float rounding, several times faster)."""
     if y.shape[::-1] == tuple(size):
         return y
+    (h, w), (W, H) = y.shape, size
+    if max(h, w) <= MATRIX_SIDE:
+        return (_resize_matrix(h, H, resample) @ y.astype(np.float32, copy=False) @ _resize_matrix(w, W, resample).T)
     return np.asarray(Image.fromarray(np.ascontiguousarray(y, dtype=np.float32), "F").resize(size, resample))
 
 

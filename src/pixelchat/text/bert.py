@@ -192,6 +192,11 @@ class BertTokenizer:
         return Batch(input_ids=ids, token_type_ids=types, attention_mask=mask)
 
 
+    def offsets(self, texts: list[str], *, max_length: int = 512) -> list[list[tuple[int, int]]]:
+        self.tokenizer.enable_truncation(max_length)
+        return [list(e.offsets) for e in self.tokenizer.encode_batch(texts)]
+
+
 class Batch(dict):
     def to(self, device) -> "Batch":
         return Batch({k: v.to(device) for k, v in self.items()})

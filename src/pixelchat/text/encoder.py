@@ -132,6 +132,15 @@ class TextEncoder:
             masks.append(F.pad(mask, (0, pad)))
         return TextEncoding(torch.cat(pooled).float().cpu(), torch.cat(tokens).float().cpu(), torch.cat(masks).cpu())
 
+    def offsets(self, prompts: list[str]) -> list[list[tuple[int, int]]]:
+        """Per prompt, each token's (start, end) characters in the prompt, as `encode` tokenizes it
+        ((0, 0) for the special tokens)."""
+        with self._lock:
+            if hasattr(self.tokenizer, "offsets"):
+                return self.tokenizer.offsets(prompts, max_length=MAX_TOKENS)
+            rows = self.tokenizer(prompts, truncation=True, max_length=MAX_TOKENS, return_offsets_mapping=True)
+            return [[tuple(o) for o in row] for row in rows["offset_mapping"]]
+
     def embed(self, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Pooled embeddings (B, D), served from the LRU cache where possible. Safe from any thread."""
         with self._lock:
@@ -154,6 +163,17 @@ class TextEncoder:
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()
+
+
+class DeferredEncoder:
+    """Stands for an encoder that is loaded on first use (``load()`` gives it): a caller that may not
+    need one at all (a prompt the patterns read whole) does not pay for loading it."""
+
+    def __init__(self, load):
+        self._load = load
+
+    def __getattr__(self, name):
+        return getattr(self._load(), name)
 
 
 _ENCODERS: dict[str, TextEncoder] = {}

@@ -55,7 +55,7 @@ PHRASES: list[tuple[str, str, str]] = [
     # trees
     (rf"{NEG} trees?|treeless|not a single tree", "trees", "none"),
     (rf"{FEW} trees?|dotted with trees|trees", "trees", "few"),
-    (r"(?:a |dense |pine |thick )?forests?|forested|wooded|woods|woodland|jungle", "trees", "forest"),
+    (r"(?:a |dense |pine |thick )?(?:forests?|woods|woodland|jungle)|forested|wooded", "trees", "forest"),
     # house
     (rf"{NEG} (?:houses?|buildings?|homes?|cottages?|cabins?)", "house", "no"),
     (r"houses?|cottages?|cabins?|huts?|homes?|buildings?|farmhouse", "house", "yes"),
@@ -108,6 +108,26 @@ class AskBack(InstructionError):
     def __init__(self, message: str, guess=None):
         super().__init__(message)
         self.guess = guess
+
+
+# Words that say what kind of picture it is, not what is in it ("a beautiful painting of …").
+FILLER = frozenset("""picture pictures image photo photograph painting drawing illustration sketch render view views
+    scene scenery landscape place there is are was which that this beautiful pretty lovely nice at under beneath
+    over near along beside across from""".split())
+
+
+def unexplained_words(text: str, mentions: list[tuple[int, int, str, str]]) -> list[tuple[int, int]]:
+    """Character spans of the words of ``text`` (normalised) that no mention covers and that are not
+    small words or words about the picture itself: what the pattern reader leaves unexplained."""
+    covered = [(s, e) for s, e, _, _ in mentions]
+    out = []
+    for m in re.finditer(r"[a-z0-9'-]+", text):
+        if m.group().strip("'-") in STOP | FILLER:
+            continue
+        if any(s <= m.start() and m.end() <= e for s, e in covered):
+            continue
+        out.append((m.start(), m.end()))
+    return out
 
 
 def unknown_phrase(clause: str) -> str:

@@ -4,9 +4,10 @@ A small network on the frozen MiniLM token states: per attribute, a learned quer
 the prompt's tokens (attention pooling) and a head picks one of the attribute's values or "not
 said". It learns from the training captions, which carry the attributes they name, so it reads
 wording nobody wrote a pattern for ("beneath a glowing moon") through the encoder's sense of
-words; the pattern reader (`read_attributes`), written by hand and precise where a phrase of its
-vocabulary matches, answers first, and the network reads what no pattern matched (see
-`read_prompts`).
+words. The pattern reader (`read_attributes`), written by hand and precise where a phrase of its
+vocabulary matches, answers first; the network adds what the words the patterns leave unexplained
+say (an attribute whose attention falls mostly on those words), and a prompt with no such word
+needs no encoder pass at all (see `read_prompts`).
 
     reader = load_reader()
     read_prompt(reader, encoder, "snowy peaks at dusk with no boats")
@@ -63,10 +64,14 @@ class PromptReader(nn.Module):
                                    for v in cfg.schema.values())
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        return self.read(tokens, mask)[0]
+
+    def read(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per attribute logits, and where each attribute looked: attention (B, A, T) over the tokens."""
         scores = torch.einsum("bth,ah->bat", self.keys(tokens), self.queries) / math.sqrt(self.cfg.hidden)  # (B, A, T)
-        scores = scores.masked_fill(~mask.bool()[:, None, :], float("-inf"))
-        pooled = torch.einsum("bat,bth->bah", scores.softmax(-1), self.values(tokens))  # (B, A, H)
-        return [head(pooled[:, k]) for k, head in enumerate(self.heads)]  # each (B, values + 1)
+        attention = scores.masked_fill(~mask.bool()[:, None, :], float("-inf")).softmax(-1)
+        pooled = torch.einsum("bat,bth->bah", attention, self.values(tokens))  # (B, A, H)
+        return [head(pooled[:, k]) for k, head in enumerate(self.heads)], attention  # each (B, values + 1)
 
 
 @dataclass
@@ -90,29 +95,54 @@ def reader_probabilities(reader: PromptReader, encoder, prompts: list[str]) -> l
     return [logits.softmax(-1) for logits in reader(enc.tokens, enc.mask)]
 
 
+# A network reading is taken next to the pattern reader's only when the attribute drew at least this
+# share of its attention from words the patterns left unexplained: the network reads new wording, and
+# does not second-guess the words the patterns explain.
+UNEXPLAINED_ATTENTION = 0.5
+
+
 def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns: bool = True) -> list[Reading]:
-    """Each prompt's reading: the pattern reader's values where a pattern matched, the network's elsewhere
-    (``patterns=False``: the network's alone)."""
-    from pixelchat.text.instructions import read_attributes
+    """Each prompt's reading. With ``patterns`` (scenes): the pattern reader's values, and the network's
+    for attributes the patterns did not read, where the network read them from words the patterns leave
+    unexplained (``UNEXPLAINED_ATTENTION``); a prompt whose every word the patterns explain costs no
+    encoder pass. ``patterns=False``: the network's reading alone."""
+    from pixelchat.text.instructions import find_mentions, normalise, unexplained_words
 
     schema = reader.cfg.schema
-    probs = reader_probabilities(reader, encoder, prompts)
+    gated = patterns and _is_scenes(schema)
+    texts = [normalise(p) if gated else p.strip() for p in prompts]
+    mentions = [find_mentions(t) if gated else [] for t in texts]
+    unexplained = [unexplained_words(t, m) if gated else [] for t, m in zip(texts, mentions)]
+    need = [i for i in range(len(texts)) if not gated or unexplained[i]]
+    network: dict[int, tuple[dict, dict]] = {}
+    if need:
+        with torch.inference_mode():
+            enc = encoder.encode([texts[i] for i in need])
+            logits, attention = reader.read(enc.tokens, enc.mask)
+        probs = [lg.softmax(-1) for lg in logits]
+        offsets = encoder.offsets([texts[i] for i in need]) if gated else None
+        for row, i in enumerate(need):
+            if gated:
+                loose = torch.zeros(attention.shape[-1])
+                for t, (s, e) in enumerate(offsets[row][:attention.shape[-1]]):
+                    loose[t] = float(e > s and any(a < e and s < b for a, b in unexplained[i]))
+            values, confidence = {}, {}
+            for k, (name, vals) in enumerate(schema.items()):
+                p = probs[k][row]
+                j = int(p.argmax())
+                if j == len(vals) or (gated and float(attention[row, k] @ loose) < UNEXPLAINED_ATTENTION):
+                    continue
+                values[name], confidence[name] = vals[j], float(p[j])
+            network[i] = (values, confidence)
     out = []
-    for i, prompt in enumerate(prompts):
-        values, confidence, by = {}, {}, {}
-        for k, (name, vals) in enumerate(schema.items()):
-            p = probs[k][i]
-            j = int(p.argmax())
-            if j < len(vals):
-                values[name], confidence[name], by[name] = vals[j], float(p[j]), "network"
-        if patterns and _is_scenes(schema):
-            for name, value in read_attributes(prompt).items():
-                if values.get(name) != value:
-                    values[name], by[name] = value, "pattern"
-                    confidence[name] = float(probs[list(schema).index(name)][i][list(schema[name]).index(value)])
-        order = list(schema)
-        out.append(Reading({k: values[k] for k in order if k in values}, {k: round(confidence[k], 4) for k in order if k in values},
-                           {k: by[k] for k in order if k in values}))
+    for i in range(len(texts)):
+        values, confidence = network.get(i, ({}, {}))
+        by = {k: "network" for k in values}
+        for _, _, name, value in mentions[i]:  # the later of two mentions of one attribute wins
+            values[name], confidence[name], by[name] = value, 1.0, "pattern"
+        order = [k for k in schema if k in values]
+        out.append(Reading({k: values[k] for k in order}, {k: round(confidence[k], 4) for k in order},
+                           {k: by[k] for k in order}))
     return out
 
 
@@ -163,9 +193,12 @@ def reader_scores(readings: list[Reading], named: list[dict[str, str]], schema: 
 
 def train_reader(out: str | Path, *, n_train: int = 20_000, n_test: int = 2_000, minutes: float = 5.0,
                  steps: int | None = None, batch_size: int = 128, lr: float = 2e-3, seed: int = 0, encoder=None,
+                 token_drop: float = 0.0, split: str = "train", test_split: str = "eval",
                  progress: bool = True) -> Path:
-    """Train the prompt reader on training-split captions for ``minutes`` (or ``steps``, whichever comes
-    first); score it on held-out phrasings ("eval" split)."""
+    """Train the prompt reader on ``split`` captions (training phrasings) for ``minutes`` (or ``steps``,
+    whichever comes first); score it on held-out phrasings (``test_split``, "eval"). ``token_drop``: the
+    share of a caption's word pieces hidden from the reader at each step, so that it learns to read a
+    value from any of the words that carry it and from their context, not from one token."""
     from rich.progress import track
 
     from pixelchat.data.scenes import SCHEMA
@@ -176,7 +209,9 @@ def train_reader(out: str | Path, *, n_train: int = 20_000, n_test: int = 2_000,
     encoder = encoder or load_text_encoder()
     schema = {k: list(v) for k, v in SCHEMA.items()}
     cfg = ReaderConfig(schema=schema, text_encoder=encoder.name, text_dim=encoder.dim)
-    captions, named = caption_set(n_train, seed, "train")
+    if not 0.0 <= token_drop < 0.9:
+        raise ValueError("token_drop must be in [0, 0.9)")
+    captions, named = caption_set(n_train, seed, split)
     labels = reading_labels(named, schema)
     tokens, masks = [], []
     for i in track(range(0, n_train, 512), description="encoding captions", disable=not progress, transient=True):
@@ -189,7 +224,12 @@ def train_reader(out: str | Path, *, n_train: int = 20_000, n_test: int = 2_000,
     t0, step = time.time(), 0
     while time.time() - t0 < minutes * 60 and (steps is None or step < steps):
         idx = torch.randint(n_train, (batch_size,), generator=gen)
-        logits = reader(tokens[idx].float(), masks[idx])
+        mask = masks[idx]
+        if token_drop > 0:
+            keep = torch.rand(mask.shape, generator=gen) >= token_drop
+            keep[:, 0] = True  # [CLS] stays, so that every caption keeps a token to attend to
+            mask = mask * keep
+        logits = reader(tokens[idx].float(), mask)
         loss = sum(F.cross_entropy(lg, labels[idx, k]) for k, lg in enumerate(logits)) / len(logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,16 +237,16 @@ def train_reader(out: str | Path, *, n_train: int = 20_000, n_test: int = 2_000,
         step += 1
     train_minutes = round((time.time() - t0) / 60, 2)
     reader.eval()
-    test_captions, test_named = caption_set(n_test, seed + 1, "eval")
+    test_captions, test_named = caption_set(n_test, seed + 1, test_split)
     scores = {
         "network": reader_scores(read_prompts(reader, encoder, test_captions, patterns=False), test_named, schema),
         "with_patterns": reader_scores(read_prompts(reader, encoder, test_captions), test_named, schema),
     }
     meta = {"kind": "prompt-reader", "prompt-reader": cfg.to_dict(),
             "training": {"n_train": n_train, "steps": step, "minutes": train_minutes,
-                         "batch_size": batch_size, "lr": lr, "seed": seed, "split": "train"},
+                         "batch_size": batch_size, "lr": lr, "seed": seed, "split": split, "token_drop": token_drop},
             "text_encoder": {"name": encoder.name, "sha256": encoder.weights_sha256},
-            "test": {"split": "eval", "n": n_test, **scores}}
+            "test": {"split": test_split, "n": n_test, **scores}}
     path = save_checkpoint(out, module_tensors("prompt-reader", reader, torch.float16), meta)
     if progress:
         print(json.dumps(meta["test"], indent=1))
