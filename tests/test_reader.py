@@ -18,7 +18,8 @@ SCENES = {k: list(v) for k, v in SCHEMA.items()}
 @pytest.fixture(scope="module")
 def tiny_reader(tmp_path_factory):
     out = tmp_path_factory.mktemp("reader") / "reader"
-    return train_reader(out, n_train=400, n_test=40, minutes=5, steps=250, batch_size=32, lr=3e-3, progress=False)
+    return train_reader(out, n_train=400, n_test=40, minutes=5, steps=250, batch_size=32, lr=3e-3, token_drop=0.1,
+                        progress=False)
 
 
 def test_labels_mark_what_a_caption_leaves_out():
@@ -36,6 +37,13 @@ def test_a_tiny_reader_learns_to_read_its_captions(tiny_reader):
     assert scores["mean"] > 0.8
     meta = json.loads(tiny_reader.with_suffix(".json").read_text())
     assert meta["test"]["split"] == "eval" and set(meta["test"]) >= {"network", "with_patterns"}
+    assert meta["training"]["token_drop"] == 0.1
+
+
+def test_token_dropout_out_of_range_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="token_drop"):
+        train_reader(tmp_path / "r", n_train=10, steps=1, token_drop=0.95, progress=False)
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_reader_refuses_a_checkpoint_of_another_kind(tmp_path):

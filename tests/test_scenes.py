@@ -93,3 +93,16 @@ def test_captions_name_what_they_say_they_name():
         if "time" in s.mentioned and s.attributes["time"] == "night":
             assert any(w in s.caption for w in ("night", "dark", "midnight")), s.caption
     assert len({scene_sample(i).caption for i in range(200)}) > 190  # varied
+
+
+def test_fit_and_tune_split_the_training_phrasings_apart():
+    from pixelchat.data.captions import TERRAIN
+
+    rng = np.random.default_rng(2)
+    fit = [caption_scene(scene_sample(i).attributes, rng, split="fit", names=["terrain"])[0] for i in range(200)]
+    tune = [caption_scene(scene_sample(i).attributes, rng, split="tune", names=["terrain"])[0] for i in range(200)]
+    last = {v: train[-1].replace("{snow}", "") for v, (train, _) in TERRAIN.items()}  # the tune phrasing of each value
+    assert not any(p in c for c in fit for v, p in last.items() if v != "desert")  # "dunes" is inside "sand dunes"
+    assert all(any(p in c for p in last.values()) for c in tune)
+    heldout = _heldout_phrases()
+    assert not any(h in c for c in fit + tune for h in heldout)
