@@ -114,6 +114,7 @@ def main():
     parser.add_argument("--refine-steps", type=int, default=30)
     parser.add_argument("--json", default=None, help="write every case's outcome here")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--kinds", default="generated,render", help="which halves to run: generated, render or both")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.threads:
@@ -123,7 +124,10 @@ def main():
     judge = load_judge()
     print(f"machine: {machine()}")
     print(f"model: {engine.info.id}; " + ", ".join(f"{k} {v}" for k, v in vars(args).items() if k not in ("json", "model", "threads")))
-    cases = build_cases(engine, judge, args.cases, args.seed)
+    kinds = [k.strip() for k in args.kinds.split(",")]
+    if not kinds or set(kinds) - {"generated", "render"}:
+        parser.error("--kinds takes generated, render or both, comma-separated")
+    cases = [c for c in build_cases(engine, judge, args.cases, args.seed) if c["kind"] in kinds]  # the same cases either way
     # the options this engine's edit takes (a spec model has no text mixing, kept pixels or refinement)
     takes = inspect.signature(engine.edit).parameters
     options = {k: v for k, v in {"strength": args.strength, "candidates": args.candidates, "mix": args.mix,
@@ -150,7 +154,7 @@ def main():
     total = time.perf_counter() - t0
     print(f"{len(cases)} cases in {total:.0f} s")
     summary = {}
-    for kind in ("generated", "render"):
+    for kind in kinds:
         rs = [r for r in rows if r["kind"] == kind]
         ok = [r for r in rs if "error" not in r]
         s = {"cases": len(rs), "refused": len(rs) - len(ok),
