@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,26 +82,35 @@ def error_of(response, status: int) -> dict:
     return body["error"]
 
 
-@pytest.fixture
-def server(tmp_path, tiny_model):
-    """The app in-process on the tiny model, with users ada (password 'correct horse'), bob and cy, each
-    with an API key: ``server.as_user("bob")`` gives the headers."""
+@contextmanager
+def serving(data_dir: Path, model, *, engine: str | None = None, users: dict[str, str | None] | None = None):
+    """The app in-process serving ``model`` from ``data_dir``, its queue started, with ``users`` (name →
+    password or None; default: ada with no password), each with an API key: a TestClient whose ``keys``
+    holds them and whose ``as_user(name)`` (default: the first user) gives the headers."""
     from fastapi.testclient import TestClient
 
     from pixelchat.server.admin import create_key, create_user
     from pixelchat.server.app import create_app
     from pixelchat.server.config import Settings
 
-    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model), secret_key="test-secret")
-    app = create_app(settings)
+    users = users or {"ada": None}
+    app = create_app(Settings(data_dir=data_dir, model=str(model), engine=engine, secret_key="test-secret"))
     with app.state.sessions() as db:
-        create_user(db, "ada", "correct horse")
-        create_user(db, "bob", "battery staple")
-        create_user(db, "cy")
-        keys = {name: create_key(db, name) for name in ("ada", "bob", "cy")}
+        for name, password in users.items():
+            create_user(db, name, password)
+        keys = {name: create_key(db, name) for name in users}
     with TestClient(app) as client:
         client.keys = keys
-        client.as_user = lambda who="ada": {"Authorization": f"Bearer {keys[who]}"}
+        client.as_user = lambda who=next(iter(users)): {"Authorization": f"Bearer {keys[who]}"}
+        yield client
+
+
+@pytest.fixture
+def server(tmp_path, tiny_model):
+    """The app in-process on the tiny model, with users ada (password 'correct horse'), bob and cy, each
+    with an API key: ``server.as_user("bob")`` gives the headers."""
+    with serving(tmp_path / "data", tiny_model,
+                 users={"ada": "correct horse", "bob": "battery staple", "cy": None}) as client:
         yield client
 
 

@@ -395,7 +395,8 @@ def test_users_list_delete_and_passwd_from_the_cli(tmp_path, monkeypatch):
     assert kept.exit_code == 1 and "delete user bob with 1 active keys" in kept.output
     assert [r["name"] for r in json.loads(run("users", "list", "--json").stdout)] == ["ada", "bob"]
     assert run("users", "delete", "bob", input="y\n").exit_code == 0
-    assert run("users", "delete", "ada", "--yes").stdout.strip() == "deleted user ada"
+    said = run("users", "delete", "ada", "--yes").stdout.strip()
+    assert said == "deleted user ada: 0 pictures, 0 conversations; removed 0 picture files and 0 uploads"
     assert json.loads(run("users", "list", "--json").stdout) == []
     with factory() as db:
         assert db.query(ApiKey).count() == 0
@@ -403,3 +404,48 @@ def test_users_list_delete_and_passwd_from_the_cli(tmp_path, monkeypatch):
                  ("users", "delete", "cy")):
         result = run(*args, input="x\n")
         assert result.exit_code == 2 and "no user 'cy'" in result.output and "Traceback" not in result.output
+
+
+def test_deleting_a_user_removes_their_files_and_keeps_everyone_elses(server):
+    from pixelchat.server.admin import delete_user
+    from pixelchat.server.models import ImageRow, Job, SessionRow
+
+    app = server.app
+    sid = server.post("/api/sessions", headers=server.as_user(), json={"checks": 0}).json()["id"]
+    turn = server.post(f"/api/sessions/{sid}/messages", headers=server.as_user(), json={"text": "a lake"}).json()
+    ada = [d["id"] for d in server.post("/v1/images/generations", headers=server.as_user(),
+                                        json={"prompt": "snowy peaks at night", "n": 2}).json()["data"]]
+    bob = server.post("/v1/images/generations", headers=server.as_user("bob"), json={"prompt": "a desert"}).json()
+    later = utcnow() + timedelta(days=1)  # held by a queue elsewhere: this server's queue leaves them alone
+    with app.state.sessions() as db:
+        ids = {u.name: u.id for u in db.scalars(select(User))}
+        rows = {r.id: r for r in db.scalars(select(ImageRow))}
+        same = rows[ada[0]]  # bob's copy of one of ada's pictures: the same file in the store
+        db.add(ImageRow(id="b" * 32, user_id=ids["bob"], sha256=same.sha256, prompt=same.prompt, record=same.record))
+        # unfinished jobs with their uploads: ada's, bob's turn in ada's conversation, and bob's own
+        for job_id, who, session_id in (("a" * 32, "ada", None), ("c" * 32, "bob", sid), ("d" * 32, "bob", None)):
+            db.add(Job(id=job_id, user_id=ids[who], kind="edit", status="queued", payload={}, session_id=session_id,
+                       owner="elsewhere:1:x", lease_until=later))
+        db.commit()
+    uploads = app.state.settings.uploads_dir
+    uploads.mkdir(parents=True, exist_ok=True)
+    for job_id in ("a" * 32, "c" * 32, "d" * 32):
+        (uploads / f"{job_id}-image.png").write_bytes(b"an upload")
+    files = {i: app.state.store.path(rows[i].sha256) for i in [*turn["images"], *ada, bob["data"][0]["id"]]}
+    assert all(f.exists() for f in files.values())
+
+    with app.state.sessions() as db:
+        gone = delete_user(db, "ada", app.state.store, uploads)
+    assert (gone.pictures, gone.sessions, gone.files, gone.shared_files, gone.uploads) == (3, 1, 2, 1, 2)
+    assert not files[turn["images"][0]].exists() and not files[ada[1]].exists()
+    assert files[ada[0]].exists() and files[bob["data"][0]["id"]].exists()  # bob's pictures keep their files
+    assert sorted(p.name for p in uploads.iterdir()) == [f"{'d' * 32}-image.png"]
+    for image_id in ("b" * 32, bob["data"][0]["id"]):
+        assert server.get(f"/api/images/{image_id}/file", headers=server.as_user("bob")).status_code == 200
+    with app.state.sessions() as db:
+        assert db.scalar(select(ImageRow.id).where(ImageRow.user_id == ids["ada"])) is None
+        assert db.get(SessionRow, sid) is None and db.get(Job, "d" * 32) is not None
+    with app.state.sessions() as db:
+        with pytest.raises(ValueError, match="no user 'ada'"):
+            delete_user(db, "ada", app.state.store, uploads)
+        assert len(list(uploads.iterdir())) == 1  # nothing more removed

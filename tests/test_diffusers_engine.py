@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("diffusers")
 
+from conftest import serving  # noqa: E402
 from pixelchat.cli import app  # noqa: E402
 from pixelchat.engines import GenerateRequest, UnsupportedOperation, load_engine  # noqa: E402
 from pixelchat.imagefiles import read_record  # noqa: E402
@@ -268,20 +269,8 @@ def test_a_conversation_runs_on_a_pipeline(sd, pipelines, tmp_path):
 
 
 def test_the_openai_endpoint_serves_a_pipeline(sd, pipelines, tmp_path):
-    from fastapi.testclient import TestClient
-
-    from pixelchat.server.admin import create_key, create_user
-    from pixelchat.server.app import create_app
-    from pixelchat.server.config import Settings
-
-    settings = Settings(data_dir=tmp_path / "data", model=str(pipelines["t2i"]), engine="diffusers",
-                        secret_key="test-secret")
-    api = create_app(settings)
-    with api.state.sessions() as db:
-        create_user(db, "ada")
-        key = create_key(db, "ada")
-    with TestClient(api) as client:
-        r = client.post("/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
+    with serving(tmp_path / "data", pipelines["t2i"], engine="diffusers") as client:
+        r = client.post("/v1/images/generations", headers=client.as_user(),
                         json={"prompt": "a lake at night", "n": 2, "seed": 5})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -345,3 +334,27 @@ def test_broken_folders_get_clear_errors(pipelines, tmp_path):
         load_engine(folder, "diffusers")
     with pytest.raises(CheckpointError, match="no pipeline folder"):
         load_engine(tmp_path / "missing", "diffusers")
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "describer"])
+def test_pipelines_and_describers_find_folders_and_hub_ids_alike(kind, monkeypatch, tmp_path):
+    import huggingface_hub
+    from diffusers import DiffusionPipeline
+
+    from pixelchat.engines.diffusers import pipeline_folder
+    from pixelchat.vision.captioner import captioner_folder
+
+    def unreachable(name, **kwargs):
+        raise OSError()  # a failure that says nothing of itself
+
+    monkeypatch.setattr(DiffusionPipeline, "download", unreachable)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    resolve = pipeline_folder if kind == "pipeline" else captioner_folder
+    with pytest.raises(CheckpointError, match=r"could not fetch 'someone/model' from the Hugging Face hub \(OSError\)"
+                                              r"; .*hf download someone/model"):
+        resolve("someone/model")
+    with pytest.raises(CheckpointError, match=rf"no {kind} folder at .*missing, and .* is not a hub id"):
+        resolve(tmp_path / "missing")
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"weights.safetensors is a single file"):
+        resolve(tmp_path / "weights.safetensors")

@@ -16,16 +16,12 @@ from typer.testing import CliRunner
 
 pytest.importorskip("diffusers")
 
-from test_diffusers_engine import STEPS, engine_for, pipelines  # noqa: E402,F401  (the tiny pipeline folders)
+from conftest import serving  # noqa: E402
+from test_diffusers_engine import STEPS, pipelines, sd  # noqa: E402,F401  (the tiny pipeline folders, its engine)
 
 from pixelchat.cli import app  # noqa: E402
 from pixelchat.engines import GenerateRequest, UnsupportedOperation, load_engine  # noqa: E402
 from pixelchat.imagefiles import a1111_parameters, read_record  # noqa: E402
-
-
-@pytest.fixture
-def sd(pipelines, tiny_describer):  # noqa: F811
-    return engine_for(pipelines["t2i"], tiny_describer)
 
 
 @pytest.fixture
@@ -247,19 +243,9 @@ def test_cli_refuses_pipeline_settings_for_the_built_in_model(tiny_model, tmp_pa
 
 def test_the_server_takes_the_settings_from_extra_body(sd, pipelines, tmp_path, tiny_model):  # noqa: F811
     openai = pytest.importorskip("openai")
-    from fastapi.testclient import TestClient
 
-    from pixelchat.server.admin import create_key, create_user
-    from pixelchat.server.app import create_app
-    from pixelchat.server.config import Settings
-
-    settings = Settings(data_dir=tmp_path / "data", model=str(pipelines["t2i"]), engine="diffusers",
-                        secret_key="test-secret")
-    api = create_app(settings)
-    with api.state.sessions() as db:
-        create_user(db, "ada")
-        key = create_key(db, "ada")
-    with TestClient(api) as http:
+    with serving(tmp_path / "data", pipelines["t2i"], engine="diffusers") as http:
+        key = http.keys["ada"]
         client = openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=http, max_retries=0)
         made = client.images.generate(prompt="a lake at night", response_format="b64_json",
                                       extra_body={"seed": 3, "steps": 2, "guidance": 5.0, "scheduler": "dpm++"})
@@ -287,12 +273,15 @@ def test_the_server_takes_the_settings_from_extra_body(sd, pipelines, tmp_path, 
         assert r.status_code == 200, r.text
         assert json.loads(Image.open(io.BytesIO(r.content)).text["pixelchat"])["scheduler_name"] == "euler"
 
-    gan = create_app(Settings(data_dir=tmp_path / "gan", model=str(tiny_model), secret_key="test-secret"))
-    with gan.state.sessions() as db:
-        create_user(db, "ada")
-        key = create_key(db, "ada")
-    with TestClient(gan) as http:
-        r = http.post("/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
-                      json={"prompt": "hills", "steps": 20})
+    with serving(tmp_path / "gan", tiny_model) as http:
+        r = http.post("/v1/images/generations", headers=http.as_user(), json={"prompt": "hills", "steps": 20})
     error = r.json()["error"]
     assert r.status_code == 400 and error["param"] == "steps" and error["code"] == "unsupported_parameter"
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_pndm_draws_at_any_step_count(sd, steps):
+    import pixelchat
+
+    [image] = pixelchat.generate("a lake", seed=1, size=48, model=sd, steps=steps, scheduler="pndm")
+    assert image.size == (48, 48) and image.info["pixelchat"]["scheduler_name"] == "pndm"

@@ -321,9 +321,12 @@ def test_a_prompt_with_nothing_the_model_draws_draws_nothing_unless_asked(model,
         assert refused.kind == "ask" and refused.node is None and not s.nodes, refused.reply
         assert refused.reply.startswith("this model draws landscapes: ") and "mountains" in refused.reply
         assert "draw it anyway" in refused.reply
+    assert refused.declined and refused.to_dict()["declined"] is True
+    s = Session.from_json(s.to_json())  # what was declined survives saving (the server saves between turns)
     drawn = s.turn("draw it anyway")
     assert drawn.kind == "generate" and drawn.node.message == "a bowl of fruit on a table" and len(s.nodes) == 1
     assert s.turn("draw it anyway").kind == "ask"  # nothing is waiting any more
+    assert not drawn.declined
     for prompt in ("draw a beautiful landscape", "draw a canyon", "draw a picture", "draw hills at night",
                    "draw a cozy cabin in the woods"):
         assert s.turn(prompt).kind == "generate", prompt

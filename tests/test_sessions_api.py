@@ -110,3 +110,29 @@ def test_the_preview_draws_the_size_asked(server):
     assert drawn.status_code == 200 and Image.open(io.BytesIO(drawn.content)).size == (32, 32)
     err = error_of(server.post("/api/preview", headers=server.as_user(), json={"prompt": "a lake", "size": "256x256"}), 400)
     assert err["param"] == "size" and "'32x32'" in err["message"]
+
+
+def test_a_declined_prompt_is_drawn_when_the_client_asks(server):
+    sid = server.post("/api/sessions", headers=server.as_user(), json={"seed": 1, "checks": 0}).json()["id"]
+    declined = say(server, sid, "a cat on a sofa").json()
+    assert declined["declined"] is True and declined["kind"] == "ask" and declined["images"] == [], declined
+    assert declined["reply"].startswith("this model draws landscapes")
+    assert server.get(f"/api/sessions/{sid}", headers=server.as_user()).json()["nodes"] == []  # nothing drawn
+    drawn = server.post(f"/api/sessions/{sid}/messages", headers=server.as_user(),
+                        json={"text": "a cat on a sofa", "anyway": True}).json()
+    assert drawn["declined"] is False and drawn["kind"] == "generate" and len(drawn["images"]) == 1, drawn
+    again = say(server, sid, "start over: a bowl of fruit on a table").json()  # 'anyway' held for one turn only
+    assert again["declined"] is True and again["images"] == [], again
+    assert say(server, sid, "a lake at sunset").json()["declined"] is False
+    assert say(server, sid, "start over: a portrait of a woman").json()["declined"] is True
+    typed = say(server, sid, "draw it anyway").json()  # typed: the session, saved between turns, kept the prompt
+    assert typed["kind"] == "generate" and typed["node"] is not None and len(typed["images"]) == 1, typed
+    assert error_of(server.post(f"/api/sessions/{sid}/messages", headers=server.as_user(),
+                                json={"text": "a cat", "anyway": "yes"}), 400)
+
+    session = server.post("/api/sessions", headers=server.as_user(), json={"draw_anyway": True, "checks": 0}).json()
+    assert session["draw_anyway"] is True
+    turn = say(server, session["id"], "a portrait of a woman").json()
+    assert turn["kind"] == "generate" and not turn["declined"] and len(turn["images"]) == 1, turn
+    assert server.get(f"/api/sessions/{session['id']}", headers=server.as_user()).json()["draw_anyway"] is True
+    assert error_of(server.post("/api/sessions", headers=server.as_user(), json={"draw_anyway": "on"}), 400)

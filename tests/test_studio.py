@@ -95,7 +95,11 @@ def shot(page, name: str) -> None:
 
 
 def pixels(page, selector: str) -> bytes:
-    """The RGBA pixels an <img> shows, read back through a canvas at the picture's own size."""
+    """The RGBA pixels an <img> shows, read back through a canvas at the picture's own size (once it has loaded)."""
+    page.wait_for_function("""(selector) => {
+        const img = document.querySelector(selector);
+        return img && img.complete && img.naturalWidth > 0;
+    }""", arg=selector)
     data = page.evaluate("""(selector) => {
         const img = document.querySelector(selector);
         const canvas = Object.assign(document.createElement('canvas'), {width: img.naturalWidth, height: img.naturalHeight});
@@ -553,4 +557,26 @@ def test_the_size_choice_lists_what_the_model_draws_and_the_preview_follows_it(o
     page.reload()
     page.locator('#tabs a[data-view="create"]').click()
     expect(page.locator("#size")).to_have_value("64x64")  # the choice is kept
+    assert not page.errors
+
+
+def test_a_declined_prompt_offers_draw_anyway(open_as):
+    page = open_as("ada")
+    new_conversation(page, "Cat")
+    page.locator("#message").fill("a cat on a sofa")
+    page.locator("#message").press("Enter")
+    declined = page.locator("#log li.aside")
+    expect(declined).to_contain_text("this model draws landscapes")
+    expect(page.locator(REPLIES)).to_have_count(0)  # nothing drawn
+    expect(page.locator("#current")).to_be_hidden()
+    # a reply that only answers (no prompt declined) offers nothing
+    page.locator("#message").fill("undo")
+    page.locator("#message").press("Enter")
+    expect(page.locator("#log li.aside")).to_have_count(2)
+    expect(page.locator("#log li.aside").last.get_by_role("button")).to_have_count(0)
+    declined.first.get_by_role("button", name="Draw anyway").click()
+    expect(page.locator(REPLIES)).to_have_count(1)
+    expect(page.locator("#current")).to_be_visible()
+    expect(page.locator("#log li.user").first).to_have_text("a cat on a sofa")
+    expect(page.get_by_role("button", name="Draw anyway")).to_have_count(0)
     assert not page.errors

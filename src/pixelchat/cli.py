@@ -354,6 +354,11 @@ def chat(
     llm_url: Optional[str] = typer.Option(None, "--llm-url", help="An OpenAI-compatible endpoint that rewrites prompts "
                                           "(e.g. http://127.0.0.1:11434/v1); default: $PIXELCHAT_LLM_URL."),
     llm_model: Optional[str] = typer.Option(None, "--llm-model", help="The language model's name at --llm-url."),
+    editor: Optional[str] = typer.Option(None, "--editor", help="An instruction-edit pipeline (folder or hub id, e.g. "
+                                         "InstructPix2Pix) that makes the changes to a diffusion model's pictures."),
+    similarity: Optional[str] = typer.Option(None, "--similarity", help="An image-text model (CLIP or SigLIP folder or "
+                                             "hub id) that checks a diffusion model's pictures against their prompts; "
+                                             "default: $PIXELCHAT_SIMILARITY."),
     open_images: bool = typer.Option(False, "--open", help="Open each new picture in the image viewer."),
     draw_anyway: bool = typer.Option(False, "--draw-anyway", help="Draw prompts that name nothing the model draws "
                                      "(else such a turn says what it draws; 'draw it anyway' draws the last one)."),
@@ -379,9 +384,10 @@ def chat(
             session = Session.load(session_file)
             session.llm = llm
             session.draw_anyway = session.draw_anyway or draw_anyway
+            session.editor, session.similarity = editor or session.editor, similarity or session.similarity
         else:
             session = Session(model=model, seed=seed, style=style, palette=palette, checks=checks, llm=llm,
-                              draw_anyway=draw_anyway)
+                              draw_anyway=draw_anyway, editor=editor, similarity=similarity)
         if engine is not None:  # the engine named here serves the session's model (a hub id needs this)
             from pixelchat.engines import load_engine
 
@@ -415,6 +421,8 @@ def chat(
         out_console.print(f"[bold]{escape(turn.reply)}[/bold]", highlight=False)
         if turn.node is not None and turn.kind not in ("describe", "ask"):
             out_console.print(f"  [dim]prompt:[/dim] {escape(turn.prompt)}", highlight=False)
+            if turn.node.negative_prompt:
+                out_console.print(f"  [dim]negative prompt:[/dim] {escape(turn.node.negative_prompt)}", highlight=False)
         if path:
             out_console.print(f"  [dim]picture:[/dim] {escape(str(path))}", highlight=False)
 
@@ -878,22 +886,27 @@ def users_delete(
     name: str = typer.Argument(..., help="The user to delete."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ):
-    """Delete an account with its API keys, sign-ins, pictures, conversations, ratings and votes."""
-    from pixelchat.server.admin import delete_user, list_users
+    """Delete an account with its API keys, sign-ins, pictures (and the files no other account's picture
+    shares), conversations, unfinished jobs with their uploads, ratings and votes."""
+    from pixelchat.server.admin import delete_user, find_user, list_users
+    from pixelchat.server.config import Settings
+    from pixelchat.server.store import ImageStore
 
     with user_errors():
         with _admin_db() as db:
-            held = next((u for u in list_users(db) if u["name"] == name), None)
-            if held is None:
-                delete_user(db, name)  # says there is no such user
+            find_user(db, name)  # an unknown user is said before anything is asked
+            held = next(u for u in list_users(db) if u["name"] == name)
             if not yes:
                 question = (f"delete user {name} with {held['keys']} active keys, {held['images']} pictures and "
                             f"{held['sessions']} conversations?")
                 if not typer.confirm(question, default=False, err=True):
                     err.print("nothing deleted", highlight=False)
                     raise typer.Exit(1)
-            delete_user(db, name)
-    typer.echo(f"deleted user {name}")
+            settings = Settings()
+            gone = delete_user(db, name, ImageStore(settings.store_url or settings.images_dir), settings.uploads_dir)
+    shared = f" ({gone.shared_files} kept: another account's picture is the same file)" if gone.shared_files else ""
+    typer.echo(f"deleted user {name}: {gone.pictures} pictures, {gone.sessions} conversations; removed "
+               f"{gone.files} picture files{shared} and {gone.uploads} uploads")
 
 
 @users_app.command("passwd")

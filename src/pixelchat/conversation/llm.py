@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from pixelchat.conversation.rewriter import Rewrite, split_list
 from pixelchat.data.scenes import SCHEMA
+from pixelchat.engines.base import MAX_PROMPT_CHARS
 from pixelchat.text.instructions import InstructionError, Revision, repair
 
 MAX_BODY = 1 << 20  # bytes; a chat answer about ten attributes is a few hundred
@@ -83,6 +85,39 @@ class LLMRewriter:
             raise LLMError(f"the language model at {self.endpoint} answered an impossible scene: {e}") from None
         revised = {k: revised[k] for k in SCHEMA if k in revised}
         return Revision.between(current, revised, [reply, *notes] if reply else notes)
+
+    def rewrite_prompt(self, prompt: str, negative_prompt: str, message: str) -> Rewrite:
+        """Revise a free-text prompt (for a pipeline that draws anything) the way ``message`` asks:
+        the revised prompt and negative prompt and what changed. An answer that says it cannot read
+        the message is a `Rewrite` not understood; LLMError on any failure of the endpoint or an
+        answer outside the form asked for."""
+        where = f"the language model at {self.endpoint}"
+        content = self.complete(open_system_prompt(prompt, negative_prompt), message)
+        answer = first_json_object(content)
+        if answer is None:
+            raise LLMError(f"{where} answered no JSON object: {shorten(content, 80)!r}")
+        reply = answer.get("reply") or ""
+        if not isinstance(reply, str):
+            raise LLMError(f"{where} answered a \"reply\" that is not a string")
+        reply = shorten(reply, MAX_REPLY)
+        if answer.get("understood") is False:
+            return Rewrite(prompt, negative_prompt, [], False, reply or f"{where} did not understand {message!r}")
+        revised, negative, changes = answer.get("prompt"), answer.get("negative_prompt", ""), answer.get("changes", [])
+        for name, value in (("prompt", revised), ("negative_prompt", negative)):
+            if not isinstance(value, str) or len(value) > MAX_PROMPT_CHARS:
+                raise LLMError(f"{where} answered a \"{name}\" that is not a string of at most {MAX_PROMPT_CHARS} "
+                               "characters")
+        if not revised.strip():
+            raise LLMError(f"{where} answered an empty prompt")
+        if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
+            raise LLMError(f"{where} answered \"changes\" that are not a list of strings")
+        revised, negative = " ".join(revised.split()), ", ".join(split_list(negative))
+        changes = [shorten(c, MAX_REPLY) for c in changes if c.strip()]
+        if (revised, negative) == (prompt, negative_prompt):
+            changes = []
+        elif not changes:
+            changes = [f"revised prompt: {revised}"]
+        return Rewrite(revised, negative, changes, True, reply or "; ".join(changes) + f". Revised prompt: {revised}")
 
     def complete(self, system: str, user: str) -> str:
         """POST one chat completion and return the message content; every failure is an LLMError."""
@@ -165,6 +200,24 @@ def system_prompt(current: dict[str, str]) -> str:
         f"{json.dumps(example)}\n"
         "where \"attributes\" holds the full revised attributes, using only the names and values above, and "
         "\"reply\" is one short sentence to the user saying what changed."
+    )
+
+
+def open_system_prompt(prompt: str, negative_prompt: str) -> str:
+    """The instructions for revising a free-text prompt: the prompt now and the answer's form."""
+    example = {"prompt": "...", "negative_prompt": "...", "changes": ["..."], "reply": "..."}
+    return (
+        "You revise the prompt of a text-to-image model the way the user asks, as a conversation about one "
+        "picture goes on. The prompt now: " + json.dumps(prompt) + ". The negative prompt now (what the picture "
+        "must not show): " + json.dumps(negative_prompt) + ".\n"
+        "Change only what the user asks for and keep every other word of the prompt. Put what is removed or "
+        "replaced into the negative prompt, and take what is asked for off it. Keep the prompt under "
+        f"{MAX_PROMPT_CHARS} characters.\n"
+        "Answer with ONLY a JSON object, no prose and no code fence, of this form:\n"
+        f"{json.dumps(example)}\n"
+        "where \"changes\" says each change in a few words (\"added a hat\") and \"reply\" is one short sentence "
+        "to the user. If the message is not a change to the picture, answer "
+        '{"understood": false, "reply": "..."} saying what you did not understand.'
     )
 
 

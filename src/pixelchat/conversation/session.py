@@ -13,6 +13,15 @@ edit is tried again further from the picture; the best attempt is kept and what 
 match is said. Styles and palettes are applied to the picture the model drew, so the model
 always works on its own picture and the user sees the styled one.
 
+A model that draws anything (a diffusion pipeline: ``open_vocabulary``) is talked to in free
+words instead: the message and the current prompt become a revised prompt and negative prompt (the
+language model's, else the built-in rewriter's, which says when it does not understand), and the
+picture is edited by the best the loaded pipelines offer: an instruction-edit pipeline (``editor``,
+or the model itself), inpainting where a mask is given, else image-to-image from the picture's seed.
+The self-check there is an image-text similarity model (``similarity``: CLIP, SigLIP) scoring the
+picture against the revised prompt; a low score draws again with a new seed, and what did not take
+is said.
+
 Sessions serialise to JSON, pictures included (PNG, base64), so a file or a database row can
 hold one.
 """
@@ -23,12 +32,14 @@ import base64
 import io
 import json
 import re
+import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from PIL import Image
 
+from pixelchat.conversation.rewriter import Rewrite, core, find, rewrite, split_list
 from pixelchat.text.instructions import (
     ABSENT, InstructionError, Revision, apply_values, looks_like_instruction, nouns_in, read_attributes,
 )
@@ -85,6 +96,11 @@ class Node:
     # "try again" redraws such a turn (``attempt`` counts the tries, so each draws other candidates).
     unmet: dict[str, list[str]] = field(default_factory=dict)
     attempt: int = 0
+    # Open vocabulary: what the picture should not show, what this turn changed in the prompt, and
+    # the similarity of the picture to its prompt (None: not checked).
+    negative_prompt: str = ""
+    changes: list[str] = field(default_factory=list)
+    score: float | None = None
 
     @property
     def image(self) -> Image.Image | None:
@@ -119,15 +135,21 @@ class Turn:
     node: Node | None = None  # the current node after the turn
     images: list[Image.Image] = field(default_factory=list)
 
+    declined: bool = False  # the prompt named nothing the model draws and nothing was drawn ('draw it anyway' draws it)
+
     @property
     def prompt(self) -> str:
         return self.node.prompt if self.node else ""
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "reply": self.reply, "prompt": self.prompt,
+                "negative_prompt": self.node.negative_prompt if self.node else "",
+                "changes": self.node.changes if self.node and self.kind in ("edit", "generate") else [],
+                "score": self.node.score if self.node else None,
                 "node": self.node.id if self.node else None,
                 "attributes": self.node.attributes if self.node else {},
-                "style": self.node.style if self.node else "none", "palette": self.node.palette if self.node else []}
+                "style": self.node.style if self.node else "none", "palette": self.node.palette if self.node else [],
+                "declined": self.declined}
 
 
 def _png(image: Image.Image) -> str:
@@ -159,7 +181,8 @@ class Session:
 
     def __init__(self, *, model: str | Path | None = None, seed: int | None = None, checks: int = 3,
                  style: str = "none", palette=None, palette_strength: float = 1.0, llm=None,
-                 nearest: bool = True, draw_anyway: bool = False, size: int | None = None):
+                 nearest: bool = True, draw_anyway: bool = False, size: int | None = None, editor=None,
+                 similarity: str | Path | None = None, min_score: float | None = None):
         from pixelchat.vision.style import get_style, palette_hex
 
         if not 0 <= checks <= MAX_CHECKS:
@@ -187,6 +210,19 @@ class Session:
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
         self.size = size
+        # Open vocabulary (a model that draws anything): an instruction-edit pipeline that edits the
+        # pictures the model draws (a folder, hub id or loaded engine; None: the model edits), and the
+        # image-text model that checks each picture against its prompt (None: PIXELCHAT_SIMILARITY;
+        # neither: no check), with the score below which a picture does not show a text.
+        self.editor = editor if isinstance(editor, Engine) else (str(editor) if editor else None)
+        self.similarity = str(similarity) if similarity else None
+        if min_score is not None:
+            from pixelchat.vision.similarity import check_min_score
+
+            check_min_score(min_score)
+        self.min_score = min_score
+        self.negative_prompt = ""  # open vocabulary, before the first picture
+        self._scorer = None
         self._refused: tuple[str, str] | None = None  # (message, prompt) of the last prompt declined so
         self._resolve = None
         self._reader = None  # the prompt reader, for a text GAN's prompts (see `_nothing_to_draw`)
@@ -234,7 +270,8 @@ class Session:
         here = self.node
         look = {"style": here.style if here else self.style, "palette": here.palette if here else self.palette,
                 "palette_strength": here.palette_strength if here else self.palette_strength,
-                "negative": list(here.negative) if here else list(self.negative), **look}
+                "negative": list(here.negative) if here else list(self.negative),
+                "negative_prompt": here.negative_prompt if here else self.negative_prompt, **look}
         node = Node(id=max(self.nodes, default=0) + 1, parent=self.current, message=message, kind=kind,
                     prompt=prompt, attributes=dict(attributes), reply=reply,
                     record=result.record if result else here.record,
@@ -245,9 +282,13 @@ class Session:
 
     # --- turns -------------------------------------------------------------------------------
 
-    def turn(self, message: str) -> Turn:
+    def turn(self, message: str, *, mask=None) -> Turn:
         """Take one user message: a new picture, a change to the current one, a question about it,
-        undo, or a variation. Returns what happened, with a short reply."""
+        undo, or a variation. Returns what happened, with a short reply. mask: a path or picture the
+        size of the current one, white (or transparent) where a change may draw."""
+        if mask is not None and self.node is None:
+            raise ValueError("a mask marks where to change the current picture, and there is none yet: draw or "
+                             "open one first")
         text = " ".join(message.split())
         if not text:
             return Turn("ask", "say what to draw, or what to change")
@@ -273,7 +314,7 @@ class Session:
             return self._describe()
         if VARY.match(low):
             return self._vary(text)
-        return self._edit(text)
+        return self._edit(text, mask=mask)
 
     def _look(self, low: str) -> Turn | None:
         """A style or palette change, or None when the message is not one."""
@@ -318,6 +359,9 @@ class Session:
     def _generate(self, message: str, prompt: str, *, anyway: bool = False, attempt: int = 0) -> Turn:
         from pixelchat.generate import generate_records
 
+        if self.open_vocabulary:
+            return self._generate_open(message, prompt, attempt)
+
         negative = self.node.negative if self.node else self.negative
         named = read_attributes(prompt)
         clash = [a for a in negative if a in named and named[a] != ABSENT[a]]
@@ -327,7 +371,7 @@ class Session:
             declined = self._nothing_to_draw(prompt)
             if declined is not None:
                 self._refused = (message, prompt)
-                return Turn("ask", declined, self.node)
+                return Turn("ask", declined, self.node, declined=True)
         prompt = ", ".join([prompt, *(WITHOUT[a] for a in negative if a not in named)])
         seed = None if self.seed is None else self.seed + attempt
         result = generate_records(prompt, 1, seed, model=self.model, size=self.size)[0]
@@ -400,6 +444,8 @@ class Session:
         self.current = node.parent
         if node.kind == "generate":
             turn = self._generate(node.message, node.prompt, anyway=True, attempt=node.attempt + 1)
+        elif NEGATIVE.match(node.message) and self.open_vocabulary:  # "avoid the couch" took it out
+            turn = self._negative_open(node.message, attempt=node.attempt + 1)
         else:
             turn = self._edit(node.message, attempt=node.attempt + 1)
         if turn.node is None or turn.node.parent != node.parent or turn.node.id == node.parent:
@@ -414,6 +460,8 @@ class Session:
 
     def _negative(self, low: str) -> Turn:
         """"avoid boats": keep a thing out of this picture and every later one; "allow boats" undoes it."""
+        if self.open_vocabulary:
+            return self._negative_open(low)
         allow = ALLOW.match(low)
         what = (allow or NEGATIVE.match(low)).group("what")
         named = [a for a in nouns_in(what) if a in ABSENT]
@@ -466,8 +514,11 @@ class Session:
         node = self._add(message, "vary", self.node.prompt, self.node.attributes, "a variation of it", result)
         return Turn("vary", node.reply, node, [node.output])
 
-    def _edit(self, message: str, revision: Revision | None = None, attempt: int = 0) -> Turn:
+    def _edit(self, message: str, revision: Revision | None = None, attempt: int = 0, mask=None) -> Turn:
         from pixelchat.edit import edit
+
+        if self.open_vocabulary:
+            return self._edit_open(message, attempt=attempt, mask=mask)
 
         # 1. The text path: the revised prompt (unless the caller has it).
         try:
@@ -489,7 +540,7 @@ class Session:
         for i in range(max(1, self.checks)):
             seed = None if self.seed is None else self.seed + attempt * MAX_CHECKS + i
             result = edit(self.node.image, message, model=self.model, seed=seed, strength=strengths[level],
-                          revision=revision)
+                          revision=revision, mask=mask)
             if not self.checks:
                 best, best_check = result, ({}, {}, None)
                 break
@@ -520,8 +571,10 @@ class Session:
         if missing:
             parts.append(self._unmet_reply(missing))
         reply = "; ".join(parts)
-        stated = {k: v for k, v in revision.attributes.items() if k in self.node.attributes or k in changes}
         unmet = {**missing, **drifted}
+        # what the revised prompt states and the reply holds the picture to: the conversation's own
+        # attributes, the changes, and what the reply says drifted away from the prompt
+        stated = {k: v for k, v in revision.attributes.items() if k in self.node.attributes or k in changes or k in unmet}
         node = self._add(message, "edit", result.revised_prompt, stated, reply, result.images[0],
                          unmet={k: list(v) for k, v in unmet.items()}, attempt=attempt)
         if best_seen is not None:
@@ -624,16 +677,208 @@ class Session:
                    if k not in wanted and _shows(k, v, before) and not _shows(k, v, seen)}
         return missing, drifted, seen
 
+    # --- open vocabulary: a model that draws anything ----------------------------------------
+
+    @property
+    def open_vocabulary(self) -> bool:
+        """Whether the model draws from free words (a diffusion pipeline), so that the conversation
+        rewrites its prompt rather than reading scene attributes."""
+        from pixelchat.engines import load_engine
+
+        return bool(getattr(load_engine(self.model), "open_vocabulary", False))
+
+    def rewrite(self, message: str, prompt: str | None = None, negative_prompt: str | None = None) -> Rewrite:
+        """The open-vocabulary text path: ``message`` applied to the current prompt and negative
+        prompt (or those given) by the language model when one is configured, else (or when it
+        fails or changes nothing) by the built-in rewriter, which says when it does not understand."""
+        node = self.node
+        prompt = node.prompt if prompt is None else prompt
+        negative_prompt = (node.negative_prompt if node else self.negative_prompt) if negative_prompt is None \
+            else negative_prompt
+        note = None
+        if self.llm is not None:
+            from pixelchat.conversation.llm import LLMError
+
+            try:
+                revised = self.llm.rewrite_prompt(prompt, negative_prompt, message)
+                if revised.changes:
+                    return revised
+                note = "the language model changed nothing; I read it myself"
+            except LLMError as e:
+                note = f"the language model did not help ({e}); I read it myself"
+        revised = rewrite(prompt, message, negative_prompt)
+        if note:
+            revised.reply = f"{revised.reply} ({note})"
+        return revised
+
+    def scorer(self):
+        """The image-text similarity model of the self-check (loaded on first use), or None when the
+        self-check is off or no model is set (``similarity``, else ``PIXELCHAT_SIMILARITY``)."""
+        from pixelchat.vision.similarity import chosen_similarity, load_similarity
+
+        chosen = chosen_similarity(self.similarity)
+        if not self.checks or chosen is None:
+            return None
+        if self._scorer is None:
+            self._scorer = load_similarity(chosen, min_score=self.min_score)
+        return self._scorer
+
+    def _editor(self):
+        """The engine that edits pictures: the instruction-edit pipeline when one is set, else the model."""
+        from pixelchat.engines import load_engine
+
+        if self.editor is None:
+            return load_engine(self.model)
+        editor = load_engine(self.editor, "diffusers")
+        if not getattr(editor, "instruction_edits", False):
+            raise ValueError(f"the editor {editor.info.id} ({editor.info.arch}) is not an instruction-edit pipeline; "
+                             "give one such as InstructPix2Pix, or none to edit with the model itself")
+        return editor
+
+    def _checked(self, draw, seeds: list[int], prompt: str, shown: list[str], gone: list[str]):
+        """Draw with each seed in turn until the picture passes the self-check (or the seeds run out),
+        and keep the best: (result, score, unmet). ``shown``: parts of the prompt the picture should
+        show; ``gone``: things it should not. unmet: text → [shown | gone, its score]."""
+        scorer = self.scorer()
+        best = None
+        for seed in seeds if scorer is not None else seeds[:1]:
+            result = draw(seed)
+            if scorer is None:
+                return result, None, {}
+            score, unmet = self._similarity_check(scorer, result.image, prompt, shown, gone)
+            if best is None or (len(unmet), -score) < (len(best[2]), -best[1]):
+                best = (result, score, unmet)
+            if not unmet:
+                break
+        return best
+
+    @staticmethod
+    def _similarity_check(scorer, image: Image.Image, prompt: str, shown: list[str],
+                          gone: list[str]) -> tuple[float, dict[str, list[str]]]:
+        """The picture's score against ``prompt``, and what did not take: a part of ``shown`` that
+        scores below the model's ``min_score``, a thing in ``gone`` that scores at or above it, or,
+        where every part passes, the whole prompt when it alone scores low."""
+        scores = scorer.scores(image, [prompt, *shown, *gone])
+        overall, low = scores[0], scorer.min_score
+        unmet = {text: ["shown", f"{s:.2f}"] for text, s in zip(shown, scores[1:]) if s < low}
+        unmet |= {text: ["gone", f"{s:.2f}"] for text, s in zip(gone, scores[1 + len(shown):]) if s >= low}
+        if overall < low and not unmet:
+            unmet[prompt] = ["shown", f"{overall:.2f}"]
+        return overall, unmet
+
+    def _check_reply(self, score: float | None, unmet: dict[str, list[str]]) -> str:
+        if score is None:
+            return ("not checked (the self-check is off)" if not self.checks else
+                    "not checked (no image-text model: set PIXELCHAT_SIMILARITY or similarity= to a CLIP or SigLIP)")
+        low = self._scorer.min_score
+        missing = [f"{text} ({s})" for text, (how, s) in unmet.items() if how == "shown"]
+        still = [f"{text} ({s})" for text, (how, s) in unmet.items() if how == "gone"]
+        if not unmet:
+            return f"checked: it matches the prompt ({score:.2f})"
+        parts = ([f"did not take (similarity below {low:.2f}): {', '.join(missing)}"] if missing else []) + \
+                ([f"still shows (similarity {low:.2f} or more): {', '.join(still)}"] if still else [])
+        return "; ".join(parts) + "; say 'try again' to draw it once more"
+
+    def _seeds(self, base: int | None, attempt: int) -> list[int]:
+        """The seed of each self-check try: ``base`` (a random one when None) first, then the next
+        ones; a "try again" (``attempt``) starts past the ones before it."""
+        base = secrets.randbelow(2**32) if base is None else base
+        return [base + attempt * MAX_CHECKS + i for i in range(max(1, self.checks))]
+
+    def _generate_open(self, message: str, prompt: str, attempt: int = 0) -> Turn:
+        from pixelchat.generate import generate_records
+
+        negative = self.node.negative_prompt if self.node else self.negative_prompt
+        self.scorer()  # a similarity model that will not load fails before anything is drawn
+        clauses = split_list(prompt)
+
+        def draw(seed: int):
+            return generate_records(prompt, 1, seed, model=self.model, size=self.size,
+                                    negative_prompt=negative or None)[0]
+
+        result, score, unmet = self._checked(draw, self._seeds(self.seed, attempt), prompt,
+                                             clauses if len(clauses) > 1 else [], [])
+        reply = f"here it is; {self._check_reply(score, unmet)}"
+        node = self._add(message, "generate", prompt, {}, reply, result, unmet=unmet, attempt=attempt,
+                         changes=[f"new picture: {prompt}"], score=score)
+        return Turn("generate", reply, node, [node.output])
+
+    def _edit_open(self, message: str, *, attempt: int = 0, mask=None, revised: Rewrite | None = None) -> Turn:
+        """A change in free words: 1. the text path revises the prompt; 2. the image path edits the
+        picture with the best edit on offer, from the picture's seed; 3. the self-check scores the
+        result against the revised prompt and draws again with the next seeds while it scores low."""
+        from pixelchat.edit import edit
+
+        # 1. the text path
+        revised = revised or self.rewrite(message)
+        if not revised.understood or not revised.changes:
+            return Turn("ask", revised.reply, self.node)
+        # 2. the image path: an instruction-edit pipeline reads the message itself; any other edits
+        # under the revised prompt, inpainting where the mask allows
+        engine = self._editor()
+        self.scorer()  # a similarity model that will not load fails before anything is drawn
+        picture, before = self.node.image, self.node
+        negative = revised.negative_prompt or None
+        text_path = Revision({}, {}, prompt=revised.prompt)
+
+        def draw(seed: int):
+            return edit(picture, message, model=engine, seed=seed, mask=mask, negative_prompt=negative,
+                        revision=text_path).images[0]
+
+        # 3. the self-check: what the revised prompt adds should show, what went to the negative prompt not
+        old, old_negative = set(split_list(before.prompt)), {core(n) for n in split_list(before.negative_prompt)}
+        shown = [c for c in split_list(revised.prompt) if c not in old]
+        gone = [n for n in split_list(revised.negative_prompt) if core(n) not in old_negative]
+        seed = before.record.get("seed") if before.record.get("seed") is not None else self.seed
+        result, score, unmet = self._checked(draw, self._seeds(seed, attempt), revised.prompt, shown, gone)
+        how = result.record.get("edit", {}).get("mode")
+        said = {"instruct": "an instruction edit", "inpaint": "inpainted", "img2img": "image-to-image"}.get(how, how)
+        reply = f"{revised.reply} ({said}); {self._check_reply(score, unmet)}"
+        node = self._add(message, "edit", revised.prompt, {}, reply, result, unmet=unmet, attempt=attempt,
+                         negative_prompt=revised.negative_prompt, changes=list(revised.changes), score=score)
+        return Turn("edit", reply, node, [node.output])
+
+    def _negative_open(self, low: str, attempt: int = 0) -> Turn:
+        """"avoid dogs": onto the negative prompt of this picture and every later one (and, where the
+        prompt says it, out of the picture as an edit); "allow dogs" takes it off."""
+        allow = ALLOW.match(low)
+        what = (allow or NEGATIVE.match(low)).group("what").strip(" .!")
+        things = [core(t) for t in re.split(r",\s*|\s+and\s+", what) if core(t)]
+        if not things:
+            return Turn("ask", "say what to keep out of the pictures, e.g. 'avoid text, watermarks'", self.node)
+        current = split_list(self.node.negative_prompt if self.node else self.negative_prompt)
+        if allow:
+            negative = [n for n in current if core(n) not in things]
+        else:
+            negative = current + [t for t in things if t not in {core(n) for n in current}]
+        said = ", ".join(things)
+        if self.node is None:
+            self.negative_prompt = ", ".join(negative)
+            return Turn("negative", f"{'allowed' if allow else 'kept out of the pictures to come'}: {said}")
+        if not allow and any(find(split_list(self.node.prompt), t) for t in things):  # in the picture now
+            revised = rewrite(self.node.prompt, f"remove {what}", ", ".join(negative))
+            if revised.understood and revised.changes:
+                return self._edit_open(low, attempt=attempt, revised=revised)
+        node = self._add(low, "negative", self.node.prompt, {}, f"{'allowed again' if allow else 'kept out from now on'}: "
+                         f"{said}; negative prompt: {', '.join(negative) or '(none)'}", negative_prompt=", ".join(negative))
+        return Turn("negative", node.reply, node, [node.output])
+
     # --- files -------------------------------------------------------------------------------
 
     @property
     def model_path(self) -> str | None:
         return self.model if self.model is None or isinstance(self.model, str) else self.model.info.path
 
+    @property
+    def editor_path(self) -> str | None:
+        return self.editor if self.editor is None or isinstance(self.editor, str) else self.editor.info.path
+
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model_path, "seed": self.seed,
                 "checks": self.checks, "draw_anyway": self.draw_anyway, "size": self.size, "style": self.style, "palette": self.palette, "negative": self.negative,
-                "palette_strength": self.palette_strength,
+                "palette_strength": self.palette_strength, "editor": self.editor_path, "similarity": self.similarity,
+                "min_score": self.min_score, "negative_prompt": self.negative_prompt,
+                "declined": list(self._refused) if self._refused else None,
                 "created": self.created, "current": self.current, "nodes": [asdict(n) for n in self.nodes.values()]}
 
     def to_json(self) -> str:
@@ -648,8 +893,15 @@ class Session:
         s = cls(model=d.get("model"), seed=d.get("seed"), checks=int(d.get("checks", 3)),
                 style=d.get("style", "none"), palette=d.get("palette") or None,
                 palette_strength=float(d.get("palette_strength", 1.0)), draw_anyway=bool(d.get("draw_anyway", False)),
-                size=d.get("size"))
+                size=d.get("size"), editor=d.get("editor"), similarity=d.get("similarity"),
+                min_score=d.get("min_score"))
+        s.negative_prompt = str(d.get("negative_prompt") or "")
         s.negative = [a for a in d.get("negative", []) if a in ABSENT]
+        declined = d.get("declined")
+        if declined is not None:
+            if not (isinstance(declined, list) and len(declined) == 2 and all(isinstance(x, str) for x in declined)):
+                raise ValueError("the session's declined prompt is malformed")
+            s._refused = (declined[0], declined[1])
         s.created = d.get("created", s.created)
         try:
             for raw in d["nodes"]:

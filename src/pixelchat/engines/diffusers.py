@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import secrets
 import threading
 from contextlib import contextmanager
@@ -33,10 +32,8 @@ from PIL import Image
 from pixelchat.engines.base import (
     MAX_IMAGES, GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation, check_prompt, check_seed,
 )
-from pixelchat.training.checkpoint import CheckpointError
+from pixelchat.training.checkpoint import PICKLE_SUFFIXES, CheckpointError, folder_or_hub
 
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_IMAGE_GUIDANCE = 1.5  # InstructPix2Pix: how closely the result follows the input picture
@@ -49,7 +46,7 @@ CONVERT = ("python -c \"from diffusers import DiffusionPipeline; "
 SCHEDULERS: dict[str, tuple[str, dict]] = {
     "ddim": ("DDIMScheduler", {}),
     "ddpm": ("DDPMScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),  # (PLMS)
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # (PLMS; as Stable Diffusion configures it: any step count)
     "lms": ("LMSDiscreteScheduler", {}),  # (LMS)
     "euler": ("EulerDiscreteScheduler", {}),  # (Euler)
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),  # (Euler a)
@@ -93,32 +90,24 @@ def quiet():
 def pipeline_folder(model: str | Path) -> tuple[Path, str | None]:
     """The local folder of ``model``, and its hub id when it came from the hub (fetched, safetensors
     only, into the Hugging Face cache). Pickle weights are refused."""
-    path = Path(model).expanduser()
-    if path.is_file():
-        convert = CONVERT_FILE.format(src=path, dst=path.with_suffix(""))
-        if path.suffix in PICKLE_SUFFIXES:
-            raise CheckpointError(f"{path} holds pickle weights, which can run code when loaded; pixelchat loads "
-                                  "safetensors only: " + TRUST + convert)
-        raise CheckpointError(f"{path} is a single file; the diffusers engine loads a pipeline folder (one with "
-                              "model_index.json); make one: " + convert)
-    if path.is_dir():
-        check_folder(path)
-        return path.resolve(), None
-    name = str(model)
-    if not HUB_ID.match(name):
-        raise CheckpointError(f"no pipeline folder at {path}, and {name!r} is not a hub id (owner/name)")
-    try:
-        with quiet():
-            from diffusers import DiffusionPipeline
+    return folder_or_hub(model, what="pipeline folder", check=check_folder, fetch=fetch_pipeline,
+                         single_file=single_file_error)
 
-            folder = Path(DiffusionPipeline.download(name, use_safetensors=True))
-    except Exception as e:  # network, authentication, missing repository or files: all say the same to the user
-        reason = str(e).splitlines()[0].split(" Please check out the root cause")[0]
-        raise CheckpointError(f"could not fetch {name!r} from the Hugging Face hub ({reason}); "
-                              "with no network, download it elsewhere (hf download "
-                              f"{name}) and pass the folder") from None
-    check_folder(folder)
-    return folder, name
+
+def fetch_pipeline(name: str) -> Path:
+    with quiet():
+        from diffusers import DiffusionPipeline
+
+        return Path(DiffusionPipeline.download(name, use_safetensors=True))
+
+
+def single_file_error(path: Path) -> str:
+    convert = CONVERT_FILE.format(src=path, dst=path.with_suffix(""))
+    if path.suffix in PICKLE_SUFFIXES:
+        return (f"{path} holds pickle weights, which can run code when loaded; pixelchat loads safetensors only: "
+                + TRUST + convert)
+    return (f"{path} is a single file; the diffusers engine loads a pipeline folder (one with model_index.json); "
+            "make one: " + convert)
 
 
 def check_folder(folder: Path) -> None:
@@ -232,6 +221,7 @@ class DiffusersEngine:
     ``device``, ``dtype``, ``offload``: where the pipeline was placed (see `runtime`), for records."""
 
     pipeline_settings = True  # takes steps, guidance and scheduler (engines.base.check_pipeline_settings)
+    open_vocabulary = True  # draws from free words: conversations rewrite its prompt (conversation.session)
 
     def __init__(self, pipeline, *, name: str, path: str, sha256: str, steps: int = DEFAULT_STEPS,
                  guidance: float = DEFAULT_GUIDANCE, image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
@@ -291,9 +281,8 @@ class DiffusersEngine:
 
             class_name, overrides = scheduler_spec(key)
             own = self.pipeline.scheduler
-            fits = {c.__name__ for c in getattr(own, "compatibles", ())} | {type(own).__name__}
-            if class_name not in fits:
-                names = [n for n, (c, _) in SCHEDULERS.items() if c in fits]
+            names = self.fitting_schedulers()
+            if class_name not in {SCHEDULERS[n][0] for n in names}:
                 raise ValueError(f"scheduler {name!r} ({class_name}) does not fit {self.info.arch}, whose scheduler "
                                  f"is {type(own).__name__}; it takes: {', '.join(names) or 'its own only'}")
             try:
@@ -301,6 +290,13 @@ class DiffusersEngine:
             except ImportError as e:  # a scheduler that needs a package not installed (scipy for lms)
                 raise UnsupportedOperation(f"scheduler {name!r} needs a package that is not installed: {e}") from None
         return self._schedulers[key]
+
+    def fitting_schedulers(self) -> list[str]:
+        """The scheduler names (`SCHEDULERS`) that fit this pipeline: its own kind and those diffusers
+        lists as compatible with it."""
+        own = self.pipeline.scheduler
+        fits = {c.__name__ for c in getattr(own, "compatibles", ())} | {type(own).__name__}
+        return [n for n, (c, _) in SCHEDULERS.items() if c in fits]
 
     def scheduler_name(self, name: str | None, pipeline=None) -> str:
         """The class name of the scheduler a call runs."""

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from pixelchat.server.models import ApiKey, ImageRow, Login, SessionRow, User, utcnow
+from pixelchat.server.keycache import forget
+from pixelchat.server.models import ApiKey, ImageRow, Job, Login, SessionRow, User, utcnow
 from pixelchat.server.security import hash_password, hash_token, new_api_key
+
+if TYPE_CHECKING:
+    from pixelchat.server.store import ImageStore
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -44,14 +51,52 @@ def list_users(db: Session) -> list[dict]:
             for u in db.scalars(select(User).order_by(User.id))]
 
 
-def delete_user(db: Session, name: str) -> User:
+@dataclass(frozen=True)
+class UserDeleted:
+    """What deleting an account removed."""
+
+    name: str
+    pictures: int  # picture records
+    sessions: int  # conversations it started (in shared rooms too)
+    files: int  # picture files removed from the store
+    shared_files: int  # picture files kept: another account's picture is the same file
+    uploads: int  # uploaded pictures of jobs that had not finished
+
+
+def delete_user(db: Session, name: str, store: ImageStore, uploads: Path) -> UserDeleted:
     """Delete ``name``'s account with its keys, sign-ins, room memberships, pictures, conversations (those
-    it started in shared rooms too), ratings and votes: the database cascades. The picture files stay in
-    the content-addressed store, where another account's picture may be the same file."""
+    it started in shared rooms too), jobs, ratings and votes (the database cascades), then the files only
+    they used: picture files no other record names (the store is content-addressed: another account's
+    picture may be the same file) and the uploads of their unfinished jobs in the ``uploads`` folder.
+    Other accounts' pictures in their conversations stay, without the conversation."""
     user = find_user(db, name)
+    shas = set(db.scalars(select(ImageRow.sha256).where(ImageRow.user_id == user.id)))
+    pictures = db.scalar(select(func.count()).select_from(ImageRow).where(ImageRow.user_id == user.id))
+    session_ids = select(SessionRow.id).where(SessionRow.user_id == user.id)
+    sessions = db.scalar(select(func.count()).select_from(session_ids.subquery()))
+    # the jobs that go with the account: its own, and anyone's turns in its conversations
+    jobs = list(db.scalars(select(Job.id).where(or_(Job.user_id == user.id, Job.session_id.in_(session_ids)))))
     db.delete(user)
-    db.commit()
-    return user
+    db.commit()  # the records go first: a file is removed only once nothing can point to it any more
+    forget(user_id=user.id)  # its keys sign in nobody from now on, here at once
+    files = drop_unused_files(db, store, shas)
+    removed = 0
+    for job_id in jobs:  # job ids are hex: nothing in them globs
+        for path in uploads.glob(f"{job_id}-*.png") if uploads.is_dir() else ():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return UserDeleted(name=name, pictures=pictures, sessions=sessions, files=files, shared_files=len(shas) - files,
+                       uploads=removed)
+
+
+def drop_unused_files(db: Session, store: ImageStore, shas: set[str]) -> int:
+    """Remove from ``store`` the picture files among ``shas`` that no picture record names; how many."""
+    if not shas:
+        return 0
+    used = set(db.scalars(select(ImageRow.sha256).where(ImageRow.sha256.in_(shas)).distinct()))
+    for sha in shas - used:
+        store.delete(sha)
+    return len(shas - used)
 
 
 def set_password(db: Session, name: str, password: str) -> User:
@@ -91,6 +136,7 @@ def revoke(db: Session, row: ApiKey) -> ApiKey:
     if row.revoked is None:
         row.revoked = utcnow()
         db.commit()
+    forget(key_hash=row.key_hash)  # refused from now on, here at once (elsewhere within the cache's time)
     return row
 
 

@@ -18,6 +18,7 @@ from pixelchat.server.config import Settings
 from pixelchat.server.db import migrate, session_factory
 from pixelchat.server.events import Broker, Streams
 from pixelchat.server.jobs import JobQueue
+from pixelchat.server.keycache import KeyCache
 from pixelchat.server import ratelimit
 from pixelchat.server.origin import PublicUrlNotice
 from pixelchat.server.routes import (auth, docs, health, images, jobs, local, openai_images, preview, ratings, rooms,
@@ -75,6 +76,27 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class NoSniff:
+    """``X-Content-Type-Options: nosniff`` on every response that does not set it (plain ASGI: no task
+    or body stream per request, as an ``@app.middleware("http")`` function would cost)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_nosniff(message):
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+                    message = {**message, "headers": [*headers, (b"x-content-type-options", b"nosniff")]}
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
+
+
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or Settings()
     if run_migrations:
@@ -106,6 +128,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.jobs = queue
     app.state.moderator = Moderator.from_settings(moderation)
     app.state.signing_key = settings.signing_key()
+    app.state.keys = KeyCache(settings.auth_cache_s)
     app.state.started = time.time()
     errors.install(app)
     app.include_router(health.router)
@@ -124,12 +147,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(docs.router)
     ratelimit.install(app, settings)
 
-    @app.middleware("http")
-    async def _nosniff(request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
-
+    app.add_middleware(NoSniff)
     # two pictures (image and mask) at the upload cap, plus the form's other fields
     app.add_middleware(BodyLimit, limit=2 * settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(PublicUrlNotice, settings=settings)

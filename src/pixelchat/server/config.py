@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(120, ge=1, description="Requests a user may make at once before the rate applies.")
     queue_per_user: int = Field(16, ge=1, description="Jobs one user may have waiting; more get 429, so one user "
                                                       "cannot fill the queue.")
+    auth_cache_s: float = Field(5.0, ge=0, le=300, description="How long the server remembers which user an API key "
+                                "signs in (0: looked up on every request). A key revoked or a user deleted through "
+                                "this server is forgotten at once; through another process, within this time.")
     keys_per_user: int = Field(20, ge=1, description="API keys (not revoked) a user may hold.")
     login_attempts_per_minute: int = Field(6, ge=0, description="Sign-in attempts per minute per account name and "
                                                                 "per client address (0: no limit).")
@@ -103,6 +106,11 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Uploaded pictures of jobs that have not finished (``JOB_ID-NAME.png``)."""
+        return self.data_dir / "uploads"
 
     def signing_key(self) -> bytes:
         """The configured secret, or one made once and kept in the data folder (owner-only)."""

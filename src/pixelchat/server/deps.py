@@ -8,12 +8,14 @@ from typing import Annotated, Literal, NamedTuple
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyCookie, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from pixelchat.server import ratelimit
 from pixelchat.server.config import Settings
 from pixelchat.server.errors import APIError
+from pixelchat.server.keycache import KnownKey
 from pixelchat.server.models import ApiKey, Login, User, utcnow
 from pixelchat.server.security import hash_token
 
@@ -76,13 +78,31 @@ def authenticate(request: Request, db: Session) -> tuple[User, Credential]:
     return login.user, Credential("login", login.id, login.csrf_token)
 
 
-def current_user(request: Request, db: SessionDep, _key=Security(API_KEY), _login=Security(LOGIN)) -> User:
-    user, credential = authenticate(request, db)
-    db.commit()  # hand the connection back to the pool while the request waits for the engine
+async def current_user(request: Request, _key=Security(API_KEY), _login=Security(LOGIN)) -> User:
+    """The caller, then one request from their rate limit. A key seen a moment ago is known without a
+    database lookup (`pixelchat.server.keycache`); anything else is looked up on a worker thread."""
+    key = bearer_key(request)
+    known = request.app.state.keys.get(hash_token(key)) if key is not None else None
+    if known is not None:
+        user, credential = known.user(), Credential("key", known.key_id)
+    else:
+        user, credential = await run_in_threadpool(signed_in, request)
     request.state.auth = credential
     # one bucket per user, whichever key or login: more keys must not mean more requests
     ratelimit.check(request, ("user", user.id))
     return user
+
+
+def signed_in(request: Request) -> tuple[User, Credential]:
+    """`authenticate` in a session of its own (closed before the request waits for the engine); a key's
+    answer is remembered for the next requests signed with it."""
+    cache = request.app.state.keys
+    generation = cache.generation  # read first: a revoke from here on keeps this answer out of the cache
+    with request.app.state.sessions() as db:
+        user, credential = authenticate(request, db)
+    if credential.kind == "key":
+        cache.put(hash_token(bearer_key(request)), KnownKey.of(credential.id, user), generation)
+    return user, credential
 
 
 def credential_user(db: Session, credential: Credential) -> User | None:

@@ -177,10 +177,13 @@ def message(queue: JobQueue, job: Job) -> Made:
     elif action == "goto":
         turn = client_errors(lambda: session.goto(int(job.payload["node"])))
     else:
+        kept = session.draw_anyway
+        session.draw_anyway = kept or bool(job.payload.get("anyway"))  # a message's 'anyway': for its turn only
         turn = client_errors(lambda: session.turn(job.payload["text"]))
+        session.draw_anyway = kept
     made = Made(session_data=session.to_json())
     for image in turn.images:
         made.images.append(image)
         made.records.append({**image.info.get("pixelchat", {}), "session_node": turn.node.id if turn.node else None})
-    made.result = {"turn": turn.to_dict()}
+    made.result = {"turn": turn.to_dict()}  # "declined": nothing drawn, kept aside for a 'draw it anyway
     return made

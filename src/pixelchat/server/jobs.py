@@ -12,6 +12,14 @@ row names its ``owner`` (the queue) and a lease the owner renews every third of 
 job is marked running only by an atomic update that checks it is still queued for this queue, and
 finished only by one that checks it is still this queue's. A queue takes over the unfinished jobs of
 a process that stopped (it released them), died (its lease ran out), or is gone from this machine.
+
+What a request costs besides drawing is kept small. Rows are written in groups: the jobs submitted
+at the same moment are inserted in one transaction (one commit), each committed before its job is
+queued, so a job whose answer was sent is always on disk; a batch's jobs are marked running in one
+update and finished, with all their pictures' rows, in one transaction that commits before any of
+their requests is answered. Storing a batch (PNG encoding with the record, watermark and signature,
+the files, that transaction) runs on a finishing thread while the worker draws the next batch; at
+most ``FINISHING`` batches wait to be stored, so the engine never runs far ahead of the disk.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -46,6 +55,7 @@ BATCHED = ("generate", "preview")  # kinds drawn together in one forward pass
 EPHEMERAL = ("preview",)  # kinds whose pictures go back to the caller only: not stored, the job row dropped
 POLL_S = 1.0  # how often a waiter looks in the database for a job this queue does not hold
 RETRY_S = 0.5  # how soon a conversation turn is tried again while the session's previous turn runs elsewhere
+FINISHING = 2  # batches drawn and not yet stored: the worker waits for one to be stored before drawing more
 
 
 def utcnow() -> datetime:
@@ -121,6 +131,16 @@ class Made:
     session_data: str | None = None  # the conversation after the turn
 
 
+@dataclass(eq=False)
+class _Row:
+    """A job row waiting to be inserted with the others submitted at the same moment."""
+
+    job: Job
+    written: bool = False  # its group's write is over (committed or not)
+    committed: bool = False
+    error: BaseException | None = None  # why it was not committed
+
+
 class JobQueue:
     def __init__(self, settings, sessions, store, events):
         self.settings, self.sessions, self.store, self.events = settings, sessions, store, events
@@ -145,6 +165,11 @@ class JobQueue:
         self.lease = timedelta(seconds=settings.job_lease_s)
         self._later: dict[str, float] = {}  # sessions whose turn runs in another process → when to try again
         self._halt = threading.Event()  # stops the lease keeper
+        self._rows: list[_Row] = []  # job rows waiting for the next group insert
+        self._inserting = threading.Condition()  # guards _rows and _leader
+        self._leader = False  # a thread is writing a group of rows now
+        self._finishers: ThreadPoolExecutor | None = None  # stores drawn batches while the worker draws on
+        self._slots = threading.Semaphore(FINISHING)
 
     @contextmanager
     def writing(self):
@@ -166,6 +191,7 @@ class JobQueue:
         keeper = threading.Thread(target=self._keep_leases, name="pixelchat-leases", daemon=True)
         keeper.start()
         self._threads.append(keeper)
+        self._finishers = ThreadPoolExecutor(FINISHING, thread_name_prefix="pixelchat-finish")
         for i in range(workers):
             t = threading.Thread(target=self._work, name=f"pixelchat-worker-{i}", daemon=True)
             t.start()
@@ -181,6 +207,9 @@ class JobQueue:
         for t in self._threads:
             if t not in keepers:
                 t.join(timeout)
+        if self._finishers is not None:  # the batches drawn are stored and answered
+            self._finishers.shutdown(wait=True)
+            self._finishers = None
         self._halt.set()  # the leases were renewed while the running jobs finished
         for t in keepers:
             t.join(timeout)
@@ -290,9 +319,7 @@ class JobQueue:
             job = Job(id=job_id, user_id=user_id, kind=kind, status="queued", payload=payload, progress=0.0,
                       attempts=0, idempotency_key=idempotency_key, request_hash=fingerprint, session_id=session_id,
                       created=utcnow(), owner=self.owner, lease_until=utcnow() + self.lease)
-            with self.writing() as db:
-                db.add(job)
-                db.commit()
+            self._insert(job)
         except IntegrityError:  # the same key raced in from another request
             self._cleanup(job_id)
             with self.sessions() as db:
@@ -315,6 +342,53 @@ class JobQueue:
                 self._cond.notify_all()
         self.publish(job)
         return job, True
+
+    def _insert(self, job: Job) -> None:
+        """Insert ``job``'s row together with those other requests submit at this moment, in one
+        transaction; returns once it is committed (or raises what writing it raised). One thread writes
+        a group while the rows arriving meanwhile wait to form the next one."""
+        row = _Row(job)
+        with self._inserting:
+            self._rows.append(row)
+            while not row.written and self._leader:
+                self._inserting.wait()
+            group = None
+            if not row.written:  # no group is being written: this thread writes the rows waiting
+                self._leader, group, self._rows = True, self._rows, []
+        if group is not None:
+            try:
+                self._write_rows(group)
+            finally:
+                with self._inserting:
+                    for r in group:
+                        r.written = True
+                    self._leader = False
+                    self._inserting.notify_all()
+        if not row.committed:
+            raise row.error or RuntimeError("the job's row was not written")
+
+    def _write_rows(self, group: list[_Row]) -> None:
+        """One transaction for the group; where it fails, each row alone, so only the row at fault (a
+        reused Idempotency-Key) gets the error."""
+        try:
+            with self.writing() as db:
+                db.add_all([r.job for r in group])
+                db.commit()
+            for r in group:
+                r.committed = True
+            return
+        except Exception as e:
+            if len(group) == 1:
+                group[0].error = e
+                return
+        for r in group:
+            try:
+                with self.writing() as db:
+                    db.add(r.job)
+                    db.commit()
+                r.committed = True
+            except Exception as e:
+                r.error = e
 
     def reuse(self, job: Job, fingerprint: str | None) -> Job:
         if job.request_hash != fingerprint:
@@ -440,20 +514,31 @@ class JobQueue:
             if taken is None:
                 return
             batch, session_id = taken
+            handed_on = False
             try:
-                self._run(batch)
+                handed_on = self._run(batch, session_id)
             except Exception:  # a bug must not stop the worker; the jobs are failed and said so
-                log.exception("jobs %s failed", batch)
-                for job_id in batch:
-                    self._fail(job_id, {"status": 500, "message": "The server failed on this request.",
-                                        "code": "server_error", "param": None})
+                self._failed(batch)
             finally:
-                with self._cond:
-                    self._busy.discard(session_id)
-                    self.running.difference_update(batch)
-                    self._cond.notify_all()
+                if not handed_on:
+                    self._release(batch, session_id)
 
-    def _run(self, batch: list[str]) -> None:
+    def _failed(self, batch: list[str]) -> None:
+        log.exception("jobs %s failed", batch)
+        for job_id in batch:
+            self._fail(job_id, {"status": 500, "message": "The server failed on this request.",
+                                "code": "server_error", "param": None})
+
+    def _release(self, batch: list[str], session_id: str | None) -> None:
+        """The batch is out of hand: its jobs are resolved, and the session's next turn may run."""
+        with self._cond:
+            self._busy.discard(session_id)
+            self.running.difference_update(batch)
+            self._cond.notify_all()
+
+    def _run(self, batch: list[str], session_id: str | None = None) -> bool:
+        """Run the batch; returns whether storing what it made was handed to a finishing thread (which
+        then releases the batch), else it is stored and answered here."""
         jobs, done = self._claim(batch)
         for job in done:
             self._resolve(job.id, self.outcome_of(job))
@@ -464,7 +549,29 @@ class JobQueue:
             if isinstance(made, APIError):
                 self._fail(job.id, {"status": made.status, "message": made.message, "param": made.param,
                                     "code": made.code})
-        self._finish([(job, made) for job, made in zip(jobs, results) if not isinstance(made, APIError)])
+        ok = [(job, made) for job, made in zip(jobs, results) if not isinstance(made, APIError)]
+        # a conversation's turn is stored before its session's next turn may start: only jobs outside
+        # sessions are stored while the worker goes on
+        finishers = self._finishers
+        if ok and session_id is None and finishers is not None:
+            self._slots.acquire()  # at most FINISHING batches wait to be stored
+            try:
+                finishers.submit(self._finish_later, ok, batch)
+                return True
+            except RuntimeError:  # shutting down: stored here
+                self._slots.release()
+        self._finish(ok)
+        return False
+
+    def _finish_later(self, done: list[tuple[Job, Made]], batch: list[str]) -> None:
+        """`_finish` on a finishing thread, then the batch released."""
+        try:
+            self._finish(done)
+        except Exception:
+            self._failed([job.id for job, _ in done])
+        finally:
+            self._slots.release()
+            self._release(batch, None)
 
     def _claim(self, batch: list[str]) -> tuple[list[Job], list[Job]]:
         """Mark the batch's jobs running, in one update that takes only those still queued for this queue

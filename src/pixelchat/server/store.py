@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from pathlib import Path
 
 SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -55,7 +56,8 @@ class ImageStore:
         if self.local:  # written aside, then renamed: a reader never sees half a file
             path = Path(key)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            # a name of its own: two threads may store the same picture at once
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)
         else:  # one PUT: object stores make it visible whole or not at all

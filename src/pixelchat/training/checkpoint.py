@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +22,37 @@ from safetensors.torch import load_file, save_file
 
 FORMAT = "pixelchat-gan"
 FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")  # torch's pickle formats: loading one can run code
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # a Hugging Face repository: owner/name
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or does not fit what it is loaded into."""
+
+
+def folder_or_hub(model: str | os.PathLike, *, what: str, check: Callable[[Path], object],
+                  fetch: Callable[[str], str | os.PathLike], single_file: Callable[[Path], str]) -> tuple[Path, str | None]:
+    """The local folder of a pretrained model named by a folder or a hub id ("owner/name"), checked by
+    ``check``, and the hub id when it came from the hub (``fetch(name)`` downloads it and returns its
+    folder). ``what`` names such a folder in errors ("pipeline folder"); ``single_file(path)`` is the
+    error for a path to one file."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        raise CheckpointError(single_file(path))
+    if path.is_dir():
+        check(path)
+        return path.resolve(), None
+    name = str(model)
+    if not HUB_ID.match(name):
+        raise CheckpointError(f"no {what} at {path}, and {name!r} is not a hub id (owner/name)")
+    try:
+        folder = Path(fetch(name))
+    except Exception as e:  # network, authentication, missing repository or files: all say the same to the user
+        reason = (str(e).splitlines() or [type(e).__name__])[0].split(" Please check out the root cause")[0]
+        raise CheckpointError(f"could not fetch {name!r} from the Hugging Face hub ({reason}); with no network, "
+                              f"download it elsewhere (hf download {name}) and pass the folder") from None
+    check(folder)
+    return folder, name
 
 
 @dataclass

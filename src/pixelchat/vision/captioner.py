@@ -20,11 +20,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from pixelchat.training.checkpoint import CheckpointError
+from pixelchat.training.checkpoint import HUB_ID, PICKLE_SUFFIXES, CheckpointError, folder_or_hub
 from pixelchat.vision.describer import Description
 
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MAX_NEW_TOKENS = 40
 # words BLIP-family captioners are known to invent at the start of a caption (a training artefact)
 ARTEFACTS = re.compile(r"^(?:arafed|araffe|arafe|araffed|there is|this is)\s+", re.I)
@@ -72,27 +70,16 @@ def image_to_text_types() -> dict[str, str]:
 def captioner_folder(model: str | Path) -> tuple[Path, str | None]:
     """The local folder of an image-to-text model (and its hub id when fetched: safetensors and
     configs only, into the Hugging Face cache), checked (`check_captioner_folder`)."""
-    path = Path(model).expanduser()
-    if path.is_file():
-        raise CheckpointError(f"{path} is a single file; a describer is a folder saved with save_pretrained "
-                              "(config.json, the processor's files and model.safetensors)")
-    if path.is_dir():
-        check_captioner_folder(path)
-        return path.resolve(), None
-    name = str(model)
-    if not HUB_ID.match(name):
-        raise CheckpointError(f"no describer folder at {path}, and {name!r} is not a hub id (owner/name)")
-    try:
-        from huggingface_hub import snapshot_download
+    return folder_or_hub(model, what="describer folder", check=check_captioner_folder, fetch=fetch_captioner,
+                         single_file=lambda path: f"{path} is a single file; a describer is a folder saved with "
+                                                  "save_pretrained (config.json, the processor's files and "
+                                                  "model.safetensors)")
 
-        folder = Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
-                                                              "*.py.lock"]))
-    except Exception as e:  # network, authentication, missing repository: all say the same to the user
-        raise CheckpointError(f"could not fetch {name!r} from the Hugging Face hub ({str(e).splitlines()[0]}); "
-                              f"with no network, download it elsewhere (hf download {name}) and pass the folder") \
-            from None
-    check_captioner_folder(folder)
-    return folder, name
+
+def fetch_captioner(name: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.py.lock"])
 
 
 def check_captioner_folder(folder: Path) -> dict:

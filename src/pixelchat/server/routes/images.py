@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from pixelchat.server.access import image_for
+from pixelchat.server.admin import drop_unused_files
 from pixelchat.server.deps import CurrentUser, SessionDep
 from pixelchat.server.errors import APIError, responses
 from pixelchat.server.models import ImageRow
@@ -76,8 +77,7 @@ def delete_image(image_id: str, request: Request, user: CurrentUser, db: Session
     sha = row.sha256
     db.delete(row)
     db.commit()
-    if db.scalar(select(ImageRow.id).where(ImageRow.sha256 == sha).limit(1)) is None:
-        request.app.state.store.delete(sha)
+    drop_unused_files(db, request.app.state.store, {sha})
     return Response(status_code=204)
 
 

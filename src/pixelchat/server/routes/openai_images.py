@@ -45,6 +45,7 @@ STREAMED = {200: {"content": {"text/event-stream": {}},
                   "description": "With stream=true: server-sent events, partial pictures first, then each final one"}}
 # input_fidelity on an edit: how far the redraw may move from the picture (high keeps closer to it)
 FIDELITY_STRENGTH = {"high": 0.2}
+ENGINE_RECHECK_S = 1.0  # how often a request looks whether the served model's files changed
 Quality = Literal["auto", "standard", "hd", "low", "medium", "high"]
 async def submit_job(request: Request, user, kind: str, payload: dict, fingerprint: dict, *,
                      files: dict | None = None, session_id: str | None = None, end_user: str | None = None):
@@ -52,12 +53,16 @@ async def submit_job(request: Request, user, kind: str, payload: dict, fingerpri
     ``fingerprint`` (the request's fields): sent again, it returns the first job. ``end_user``: the
     app's own user (OpenAI's ``user``), named in the moderation log."""
     text = payload.get("prompt") or (payload.get("text") if kind == "message" else None)
-    if text:
-        await run_in_threadpool(moderate, request, user, text, end_user)
     key = request.headers.get("idempotency-key")
-    job, _ = await run_in_threadpool(request.app.state.jobs.submit, user.id, kind, payload, session_id=session_id,
-                                     idempotency_key=key, files=files,
-                                     fingerprint=request_hash(request.url.path, fingerprint) if key else None)
+
+    def moderated_submit():  # one trip to a worker thread for both
+        if text:
+            moderate(request, user, text, end_user)
+        return request.app.state.jobs.submit(user.id, kind, payload, session_id=session_id, idempotency_key=key,
+                                             files=files,
+                                             fingerprint=request_hash(request.url.path, fingerprint) if key else None)
+
+    job, _ = await run_in_threadpool(moderated_submit)
     return job
 
 
@@ -165,6 +170,14 @@ class ImagesResponse(BaseModel):
     notes: list[str] | None = Field(None, description="What was done differently from the request, and why.")
 
 
+class PipelineDefaults(BaseModel):
+    steps: int = Field(description="Denoising steps when a request names none.")
+    guidance: float = Field(description="Guidance scale when a request names none.")
+    scheduler: str | None = Field(description="The scheduler name used when a request names none (null: the "
+                                  "pipeline's own).")
+    schedulers: list[str] = Field(description="The scheduler names this pipeline takes.")
+
+
 class Model(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -173,6 +186,8 @@ class Model(BaseModel):
     root: str = Field(description="The model that answers to this id (itself, or the model an alias names).")
     sizes: list[str] = Field(description="The sizes it draws, as 'WxH'.")
     default_size: str = Field(description="What 'auto' (or no size) draws.")
+    pipeline: PipelineDefaults | None = Field(None, description="A diffusion pipeline's settings and their defaults "
+                                              "(absent for the built-in models, which take none).")
 
 
 class ModelList(BaseModel):
@@ -181,9 +196,15 @@ class ModelList(BaseModel):
 
 
 def served(request: Request):
+    """The served engine, asked of `engine_of` at most every ``ENGINE_RECHECK_S`` (it reads the checkpoint's
+    files to see whether they changed: not work for every request, on the event loop)."""
     from pixelchat.server.handlers import engine_of
 
-    return engine_of(request.app.state.jobs)
+    state, now = request.app.state, time.monotonic()
+    known = getattr(state, "served_engine", None)
+    if known is None or known[0] <= now:
+        known = state.served_engine = (now + ENGINE_RECHECK_S, engine_of(state.jobs))
+    return known[1]
 
 
 def aliases(settings) -> list[str]:
@@ -270,7 +291,11 @@ def list_models(request: Request, user: CurrentUser) -> ModelList:
     info, created = engine.info, int(request.app.state.started)
     sizes = [f"{s}x{s}" for s in drawable_sizes(engine)]
     default = check_size(engine, "auto")
-    return ModelList(data=[Model(id=name, created=created, root=info.id, sizes=sizes, default_size=f"{default}x{default}")
+    pipeline = (PipelineDefaults(steps=engine.steps, guidance=engine.guidance, scheduler=engine.scheduler,
+                                 schedulers=engine.fitting_schedulers())
+                if getattr(engine, "pipeline_settings", False) else None)
+    return ModelList(data=[Model(id=name, created=created, root=info.id, sizes=sizes, default_size=f"{default}x{default}",
+                                 pipeline=pipeline)
                            for name in dict.fromkeys([info.id, *aliases(request.app.state.settings)])])
 
 
@@ -290,7 +315,7 @@ async def create_images(body: GenerationRequest, request: Request, user: Current
     if body.stream:
         return await streamed(request, user, "generate", payload, fingerprint, answer_as, end_user=body.user)
     outcome = await run_job(request, user, "generate", payload, fingerprint, end_user=body.user)
-    return await run_in_threadpool(answer, outcome, request, settings, answer_as)
+    return await run_in_threadpool(answered, outcome, request, settings, answer_as)
 
 
 def generation_payload(engine, body) -> dict:
@@ -331,6 +356,13 @@ def answer(outcome: Outcome, request: Request, settings, how: Answer) -> ImagesR
     return ImagesResponse(created=int(time.time()), data=data, model=how.model, output_format=how.output_format,
                           size=f"{how.size}x{how.size}", quality=how.quality,
                           usage=usage(how.prompt, how.images_in, len(data)), notes=how.notes or None)
+
+
+def answered(outcome: Outcome, request: Request, settings, how: Answer) -> Response:
+    """`answer` as the JSON response itself: returned as a model, FastAPI would validate and encode it
+    again against the response model, copying every picture's base64 text on the way."""
+    body = answer(outcome, request, settings, how).model_dump_json(exclude_none=True)
+    return Response(body, media_type="application/json")
 
 
 async def streamed(request: Request, user, kind: str, payload: dict, fingerprint: dict, how: Answer, *,
@@ -496,7 +528,7 @@ async def create_edit(
     if stream:
         return await streamed(request, user, "edit", fields, fingerprint, how, files=upload_files, end_user=end_user)
     outcome = await run_job(request, user, "edit", fields, fingerprint, files=upload_files, end_user=end_user)
-    return await run_in_threadpool(answer, outcome, request, settings, how)
+    return await run_in_threadpool(answered, outcome, request, settings, how)
 
 
 @router.post("/images/variations", response_model=ImagesResponse, response_model_exclude_none=True,
@@ -517,7 +549,7 @@ async def create_variation(
     steps: Annotated[int | None, Form(description="A diffusion pipeline's denoising steps")] = None,
     guidance: Annotated[float | None, Form(description="A diffusion pipeline's guidance scale")] = None,
     scheduler: Annotated[str | None, Form(max_length=40, description="A diffusion pipeline's scheduler")] = None,
-) -> ImagesResponse:
+):
     """Pictures like the given one: same attributes, other details."""
 
     engine = check_model(request, model)
@@ -531,7 +563,7 @@ async def create_variation(
                  quality=None if options is None else drawn_quality("variation", quality), images_in=1)
     outcome = await run_job(request, user, "vary", fields, {**fields, "image": fingerprint_of(picture)},
                             files={"image": picture})
-    return await run_in_threadpool(answer, outcome, request, settings, how)
+    return await run_in_threadpool(answered, outcome, request, settings, how)
 
 
 @router.get("/images/files/{name}", response_class=Response, include_in_schema=True,

@@ -40,6 +40,8 @@ class SessionCreate(BaseModel):
     size: int | None = Field(None, description="Side of new pictures, among those the served model draws "
                                                 "(GET /v1/models); default: the model's (256 for the built-in one). "
                                                 "Edits keep their picture's size.")
+    draw_anyway: bool = Field(False, description="Draw every prompt, even one that names nothing the model draws "
+                                                 "(else such a turn draws nothing and says what the model draws).")
 
 
 class SessionUpdate(BaseModel):
@@ -52,6 +54,8 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str = Field(min_length=1, max_length=1000, description="What to draw, change or ask.")
+    anyway: bool = Field(False, description="Draw this prompt even if it names nothing the model draws (send a "
+                                            "declined turn's text again with this set); this turn only.")
 
 
 class Goto(BaseModel):
@@ -90,6 +94,7 @@ class SessionPublic(SessionSummary):
     seed: int | None
     checks: int
     size: int | None = Field(None, description="Side of new pictures (null: the model's default).")
+    draw_anyway: bool = Field(description="Prompts that name nothing the model draws are drawn all the same.")
     current: int | None
     path: list[int] = Field(description="Turn ids from the first to the current one.")
     nodes: list[NodePublic]
@@ -109,6 +114,8 @@ class TurnPublic(BaseModel):
     style: str
     palette: list[str]
     images: list[str] = Field(description="Ids of the pictures this turn made.")
+    declined: bool = Field(False, description="Nothing was drawn because the prompt names nothing the model draws; "
+                                              "send the same text with anyway: true to draw it all the same.")
 
 
 def summary(row: SessionRow) -> SessionSummary:
@@ -134,7 +141,7 @@ def detail(db, user, row: SessionRow) -> SessionPublic:
                         created=n.created, image_id=images.get(n.id), author=authors.get(n.id))
              for n in s.nodes.values()]
     return SessionPublic(**summary(row).model_dump(), role=role or "viewer", seed=s.seed, checks=s.checks, size=s.size,
-                         current=s.current, path=[n.id for n in s.path()], nodes=nodes)
+                         draw_anyway=s.draw_anyway, current=s.current, path=[n.id for n in s.path()], nodes=nodes)
 
 
 @router.post("", status_code=201, response_model=SessionPublic, responses=responses(404))
@@ -148,7 +155,8 @@ def create_session(body: SessionCreate, request: Request, user: CurrentUser, db:
         raise APIError(400, f"size {body.size} is not drawn by this model; it draws {', '.join(map(str, sizes))}.",
                        param="size", code="invalid_size")
     try:
-        s = Session(seed=body.seed, checks=body.checks, style=body.style, palette=body.palette or None, size=body.size)
+        s = Session(seed=body.seed, checks=body.checks, style=body.style, palette=body.palette or None, size=body.size,
+                    draw_anyway=body.draw_anyway)
     except ValueError as e:
         raise APIError(400, str(e), code="invalid_value") from None
     row = SessionRow(id=secrets.token_hex(16), user_id=user.id, room_id=body.room_id, title=body.title.strip(),
@@ -211,7 +219,7 @@ async def take_turn(request: Request, user, db, session_id: str, payload: dict, 
     turn = outcome.result.get("turn", {})
     return TurnPublic(job=job.id, kind=turn.get("kind", ""), reply=turn.get("reply", ""), prompt=turn.get("prompt", ""),
                       node=turn.get("node"), attributes=turn.get("attributes", {}), style=turn.get("style", "none"),
-                      palette=turn.get("palette", []), images=outcome.ids)
+                      palette=turn.get("palette", []), images=outcome.ids, declined=turn.get("declined", False))
 
 
 ASYNC = {202: {"model": JobPublic, "description": "With 'Prefer: respond-async': the queued job"},
@@ -223,8 +231,10 @@ PreferHeader = Annotated[str | None, Header(description="'respond-async': answer
 async def post_message(session_id: str, body: Message, request: Request, user: CurrentUser, db: SessionDep,
                        prefer: PreferHeader = None):
     """Say something: a new picture, a change ("make the clouds pink, keep the rest"), a question
-    about the picture, a style or palette, or "undo"."""
-    return await take_turn(request, user, db, session_id, {"action": "say", "text": body.text}, prefer)
+    about the picture, a style or palette, or "undo". A prompt that names nothing the model draws is
+    declined (``declined``: nothing drawn) unless ``anyway`` is set or the session draws anyway."""
+    payload = {"action": "say", "text": body.text, **({"anyway": True} if body.anyway else {})}
+    return await take_turn(request, user, db, session_id, payload, prefer)
 
 
 @router.post("/{session_id}/undo", response_model=TurnPublic, responses=ASYNC)

@@ -233,6 +233,19 @@ async function loadSizes() {
   const kept = localStorage.getItem('pixelchat.size');
   $('#size').replaceChildren(...sizes.map((s) => el('option', { value: s }, s.replace('x', ' × '))));
   $('#size').value = sizes.includes(kept) ? kept : (model.default_size || sizes[0]);
+  loadPipelineSettings(model.pipeline);
+}
+
+// A diffusion pipeline's steps, guidance and scheduler, at the served defaults; hidden for the
+// built-in models, which take none.
+function loadPipelineSettings(pipeline) {
+  $('#pipeline-settings').hidden = !pipeline;
+  if (!pipeline) return;
+  $('#steps').value = pipeline.steps;
+  $('#guidance').value = pipeline.guidance;
+  const own = el('option', { value: '' }, 'its own');
+  $('#scheduler').replaceChildren(own, ...pipeline.schedulers.map((name) => el('option', { value: name }, name)));
+  $('#scheduler').value = pipeline.scheduler || '';
 }
 
 // --- signing in ------------------------------------------------------------------------------
@@ -353,6 +366,7 @@ function setupCreate() {
   for (const id of ['#prompt', '#negative']) $(id).addEventListener('input', () => schedulePreview());
   for (const id of ['#style', '#create-palette']) $(id).addEventListener('change', () => schedulePreview(0));
   $('#size').addEventListener('change', (e) => { localStorage.setItem('pixelchat.size', e.target.value); schedulePreview(0); });
+  for (const id of ['#steps', '#guidance', '#scheduler']) $(id).addEventListener('change', () => schedulePreview(0));
   $('#live').addEventListener('change', () => schedulePreview(0));
   $('#prompt').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $('#create-form').requestSubmit(); }
@@ -375,6 +389,11 @@ function generationFields() {
   if (style && style !== 'none') fields.style = style;
   if (palette) fields.palette = palette;
   if ($('#size').value) fields.size = $('#size').value;
+  if (!$('#pipeline-settings').hidden) {
+    if ($('#steps').value) fields.steps = parseInt($('#steps').value, 10);
+    if ($('#guidance').value) fields.guidance = parseFloat($('#guidance').value);
+    if ($('#scheduler').value) fields.scheduler = $('#scheduler').value;
+  }
   return fields;
 }
 
@@ -550,7 +569,10 @@ function renderSession(session) {
       n.prompt ? el('p', { class: 'revised' }, 'Prompt: ', el('q', {}, n.prompt)) : null),
   ]));
   for (const a of state.asides.filter((a) => a.session === session.id && a.node === session.current)) {
-    $('#log').append(el('li', { class: 'user' }, a.message), el('li', { class: 'reply aside' }, el('p', {}, a.reply)));
+    // a prompt declined for naming nothing the model draws can be drawn all the same
+    const anyway = a.declined && !viewer
+      ? el('button', { type: 'button', class: 'draw-anyway', onclick: (e) => drawAnyway(a, e.currentTarget) }, 'Draw anyway') : null;
+    $('#log').append(el('li', { class: 'user' }, a.message), el('li', { class: 'reply aside' }, el('p', {}, a.reply), anyway));
   }
   $('#log').scrollTop = $('#log').scrollHeight; // the newest turn, scrolling the log only (not the page)
   const shown = [...path].reverse().find((n) => n.image_id);
@@ -602,16 +624,27 @@ async function sendMessage(event) {
   if (await sendText(text)) $('#message').value = '';
 }
 
-async function sendText(text) {
+async function sendText(text, anyway = false) {
   if (!state.session) { notify('Start or pick a conversation first.'); return false; }
   const id = state.session.id;
   const done = await busy($('#send'), 'Drawing…', async () => {
-    const turn = await sendJSON('POST', `/api/sessions/${id}/messages`, { text });
-    if (!turn.images.length) state.asides.push({ session: id, node: turn.node, message: text, reply: turn.reply });
+    const turn = await sendJSON('POST', `/api/sessions/${id}/messages`, anyway ? { text, anyway } : { text });
+    if (!turn.images.length) {
+      state.asides.push({ session: id, node: turn.node, message: text, reply: turn.reply, declined: turn.declined });
+    }
     await loadSession(id);
     return true;
   });
   return !!done;
+}
+
+async function drawAnyway(aside, button) {
+  button.disabled = true; // one click, one picture
+  state.asides = state.asides.filter((a) => a !== aside);
+  if (!(await sendText(aside.message, true))) { // failed (said in the notice): keep the offer
+    state.asides.push(aside);
+    button.disabled = false;
+  }
 }
 
 async function act(action, node) {
