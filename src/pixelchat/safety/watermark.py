@@ -150,8 +150,9 @@ def _resize(y: np.ndarray, size: tuple[int, int], resample=Image.Resampling.BILI
     if y.shape[::-1] == tuple(size):
         return y
     (h, w), (W, H) = y.shape, size
-    if max(h, w) <= MATRIX_SIDE:
-        return (_resize_matrix(h, H, resample) @ y.astype(np.float32, copy=False) @ _resize_matrix(w, W, resample).T)
+    if max(h, w) <= MATRIX_SIDE:  # by torch, whose threads the networks share (BLAS threads would spin against them)
+        rows, cols = torch.from_numpy(_resize_matrix(h, H, resample)), torch.from_numpy(_resize_matrix(w, W, resample))
+        return (rows @ torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)) @ cols.T).numpy()
     return np.asarray(Image.fromarray(np.ascontiguousarray(y, dtype=np.float32), "F").resize(size, resample))
 
 
