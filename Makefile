@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/pixelchat evaluate --prompts benchmarks/prompts/scenes-eval.jsonl --n-per-prompt 8
 	cd benchmarks && ../$(BIN)/python bench_spec.py --n 2000 && ../$(BIN)/python bench_reader.py --n 2000
 	cd benchmarks && ../$(BIN)/python bench_upsampler.py && ../$(BIN)/python bench_runtime.py --table && ../$(BIN)/python bench_end_to_end.py
+	cd benchmarks && ../$(BIN)/python bench_file.py && ../$(BIN)/python bench_int8.py && ../$(BIN)/python bench_server.py --seconds 10 --burst 500
 	cd benchmarks && ../$(BIN)/python bench_describe.py --n 1000 && ../$(BIN)/python bench_edit.py --cases 160 --seed 0
 	cd benchmarks && ../$(BIN)/python bench_nearest.py && ../$(BIN)/python bench_chat.py --dialogues 60 --seed 0
 	cd benchmarks && ../$(BIN)/python bench_server.py --seconds 10 --burst 500
