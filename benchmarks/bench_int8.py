@@ -107,6 +107,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    try:
+        import onnxruntime.quantization  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        print("int8 needs ONNX Runtime and the ONNX exporter: pip install 'pixelchat[onnx]'; skipped")
+        return
     from pixelchat.evaluation.judge import load_judge, predict
 
     engine = load_engine(runtime="eager")
