@@ -14,7 +14,6 @@ agreement: the share of attributes the judge reads the same in the int8 pictures
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import tempfile
@@ -28,7 +27,7 @@ from _machine import machine
 
 from pixelchat.data.spec import complete_spec
 from pixelchat.engines import load_engine
-from pixelchat.engines.runtime import Scaled, export_onnx
+from pixelchat.engines.runtime import Scaled, _OnnxRunner, export_onnx
 
 
 def inputs(engine, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,32 +36,11 @@ def inputs(engine, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return engine.prepare_latents(seeds, None), engine.spec_tensor(specs)
 
 
-def weights_hash(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, t in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(t.detach().float().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in s.get_inputs()]
-    return lambda *xs: torch.from_numpy(s.run(None, {n: x.contiguous().numpy() for n, x in zip(names, xs)})[0])
-
-
 def quantize(fp32: Path, out: Path, calibration: list[tuple[np.ndarray, ...]]) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    import onnxruntime as ort
-
-    names = [i.name for i in ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_inputs()]
+    names = _OnnxRunner(fp32, 1).names
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -77,6 +55,12 @@ def quantize(fp32: Path, out: Path, calibration: list[tuple[np.ndarray, ...]]) -
     quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     return out
+
+
+def at64(pictures: torch.Tensor) -> torch.Tensor:
+    """8-bit pictures box-downscaled to the judge's 64 px."""
+    f = pictures.shape[-1] // 64
+    return pictures if f == 1 else torch.nn.functional.avg_pool2d(pictures.float(), f).round().to(torch.uint8)
 
 
 def to8(x: torch.Tensor) -> torch.Tensor:
@@ -123,29 +107,30 @@ def main() -> None:
     with torch.inference_mode():
         small = engine.generator(z, c)  # eager's 64 px pictures: the upsampler's held-out inputs
         cal_small = engine.generator(cal_z, cal_c)
-    nets = {
-        "generator": (engine.generator, (z[:1], c[:1]), (z, c), [(a[None].numpy(), b[None].numpy()) for a, b in zip(cal_z, cal_c)]),
-        "upsampler x4": (up, (small[:1],), (small,), [(a[None].numpy(),) for a in cal_small]),
+    nets = {  # name → (network, one input, held-out inputs, calibration rows, the engine's export cache key)
+        "generator": (engine.generator, (z[:1], c[:1]), (z, c), [(a[None].numpy(), b[None].numpy()) for a, b in zip(cal_z, cal_c)],
+                      f"{engine.info.sha256[:16]}-generator"),
+        "upsampler x4": (up, (small[:1],), (small,), [(a[None].numpy(),) for a in cal_small],
+                         f"{engine.info.upsampler['sha256'][:16]}-upsampler-x4"),
     }
     out = {"machine": machine(), "threads": torch.get_num_threads(), "n": args.n, "calibration": args.calibrate, "networks": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (module, one, many, calibration) in nets.items():
-            key = f"{weights_hash(module)}-{name.split()[0]}-int8bench"  # the export cache holds these very weights
-            fp32 = export_onnx(module, tuple(t[:1].expand(2, *t.shape[1:]).contiguous() for t in one), key)  # as the engine exports
+        for name, (module, one, many, calibration, key) in nets.items():
+            fp32 = export_onnx(module, tuple(t[:1].expand(2, *t.shape[1:]).contiguous() for t in one), key)  # as the engine does
             int8 = quantize(fp32, Path(tmp) / f"{name.split()[0]}-int8.onnx", calibration)
-            runners = {"eager fp32": module, "onnx fp32": session(fp32), "onnx int8": session(int8)}
+            threads = torch.get_num_threads()
+            runners = {"eager fp32": module, "onnx fp32": _OnnxRunner(fp32, threads), "onnx int8": _OnnxRunner(int8, threads)}
             batch = tuple(t[:args.batch] for t in many)
             with torch.inference_mode():
                 ref = to8(module(*many))
-            ref_read = predict(judge, ref if ref.shape[-1] == 64 else torch.nn.functional.avg_pool2d(ref.float(), ref.shape[-1] // 64).round().to(torch.uint8))
+            ref_read = predict(judge, at64(ref))
             rows = {}
             for rname, fn in runners.items():
                 with torch.inference_mode():
                     pics = to8(torch.cat([fn(*(t[i:i + 64] for t in many)) for i in range(0, len(many[0]), 64)]))
                 diff = (pics.int() - ref.int()).abs()
                 mse = float((diff.float() ** 2).mean())
-                small_pics = pics if pics.shape[-1] == 64 else torch.nn.functional.avg_pool2d(pics.float(), pics.shape[-1] // 64).round().to(torch.uint8)
-                read = predict(judge, small_pics)
+                read = predict(judge, at64(pics))
                 agree = float(np.mean([a.attributes.get(k) == b.attributes.get(k) for a, b in zip(read, ref_read)
                                        for k in engine.schema]))
                 rows[rname] = {**timings(fn, one, batch, args.repeats), "max_diff": int(diff.max()),
