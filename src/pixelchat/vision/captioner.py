@@ -82,18 +82,33 @@ def fetch_captioner(name: str) -> str:
     return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.py.lock"])
 
 
-def check_captioner_folder(folder: Path) -> dict:
-    """The folder's config, when it is an image-to-text model whose weights are safetensors files;
-    else a CheckpointError saying what it is instead."""
+def transformers_config(folder: Path) -> dict:
+    """The config.json of a transformers model folder; a CheckpointError when it is missing or unreadable."""
     config_file = folder / "config.json"
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    weights = sorted(folder.glob("*.safetensors"))
     if not config_file.is_file():
         raise CheckpointError(f"{folder} is not a transformers model folder: it has no config.json")
     try:
-        config = json.loads(config_file.read_text())
+        return json.loads(config_file.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{config_file} is not readable JSON: {e}") from None
+
+
+def require_safetensors(folder: Path, convert: str) -> None:
+    """A CheckpointError unless ``folder`` holds safetensors weights, naming the pickle weights it holds
+    instead and the command (``convert``) that turns them into safetensors."""
+    if sorted(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    hint = (f"it holds pickle weights ({', '.join(pickles)}), which can run code when loaded; pixelchat loads "
+            "safetensors only: convert them once, where you trust the file: " + convert) \
+        if pickles else "it has no model.safetensors"
+    raise CheckpointError(f"{folder} cannot be loaded: {hint}")
+
+
+def check_captioner_folder(folder: Path) -> dict:
+    """The folder's config, when it is an image-to-text model whose weights are safetensors files;
+    else a CheckpointError saying what it is instead."""
+    config = transformers_config(folder)
     kind = config.get("model_type")
     known = image_to_text_types()
     if kind not in known:
@@ -101,11 +116,7 @@ def check_captioner_folder(folder: Path) -> dict:
         raise CheckpointError(f"{folder} is not an image-to-text model (model_type {kind!r}: {what}); a describer "
                               "writes text from a picture: BLIP, GIT, Florence-2, a vision-encoder-decoder, "
                               f"... ({len(known)} kinds in this transformers)")
-    if not weights:
-        hint = f"it holds pickle weights ({', '.join(pickles)}), which can run code when loaded; pixelchat loads " \
-               "safetensors only: convert them once, where you trust the file: " + CONVERT.format(src=folder) \
-            if pickles else "it has no model.safetensors"
-        raise CheckpointError(f"{folder} cannot be loaded: {hint}")
+    require_safetensors(folder, CONVERT.format(src=folder))
     return config
 
 

@@ -12,7 +12,6 @@ when its config is not one of an image-text dual encoder.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from functools import lru_cache
@@ -20,8 +19,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from pixelchat.training.checkpoint import PICKLE_SUFFIXES, CheckpointError, folder_or_hub
-from pixelchat.vision.captioner import CONVERT, fetch_captioner, need_transformers, quiet
+from pixelchat.training.checkpoint import CheckpointError, folder_or_hub
+from pixelchat.vision.captioner import (
+    CONVERT, fetch_captioner, need_transformers, quiet, require_safetensors, transformers_config,
+)
 
 # model_type → the dual-encoder class whose forward returns normalised image and text embeddings
 FAMILIES = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model"}
@@ -48,26 +49,14 @@ def similarity_folder(model: str | Path) -> tuple[Path, str | None]:
 def check_similarity_folder(folder: Path) -> dict:
     """The folder's config, when it is an image-text dual encoder (`FAMILIES`) whose weights are
     safetensors files; else a CheckpointError saying what it is instead."""
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{folder} is not a transformers model folder: it has no config.json")
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{config_file} is not readable JSON: {e}") from None
+    config = transformers_config(folder)
     kind, architectures = config.get("model_type"), config.get("architectures") or []
     if kind not in FAMILIES or any(a != FAMILIES[kind] for a in architectures):
         what = ", ".join(architectures) or "no architecture named"
         raise CheckpointError(f"{folder} is not an image-text similarity model (model_type {kind!r}: {what}); the "
                               f"self-check needs a dual encoder that embeds pictures and text: "
                               f"{', '.join(FAMILIES.values())}")
-    if not sorted(folder.glob("*.safetensors")):
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        hint = (f"it holds pickle weights ({', '.join(pickles)}), which can run code when loaded; pixelchat loads "
-                "safetensors only: convert them once, where you trust the file: "
-                + CONVERT.format(src=folder).replace("AutoModelForImageTextToText", "AutoModel")) \
-            if pickles else "it has no model.safetensors"
-        raise CheckpointError(f"{folder} cannot be loaded: {hint}")
+    require_safetensors(folder, CONVERT.format(src=folder).replace("AutoModelForImageTextToText", "AutoModel"))
     return config
 
 
@@ -134,7 +123,7 @@ def _load(folder: str, hub_id: str | None, mtime: float, device: str | None) -> 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} is not available: no CUDA GPU is visible; use cpu")
     dtype = torch.float32 if device == "cpu" else torch.float16
-    family = json.loads((Path(folder) / "config.json").read_text())["model_type"]
+    family = transformers_config(Path(folder))["model_type"]
     try:
         with quiet():
             processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
