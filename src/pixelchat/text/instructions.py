@@ -114,6 +114,7 @@ class AskBack(InstructionError):
 FILLER = frozenset("""picture pictures image photo photograph painting drawing illustration sketch render view views
     scene scenery landscape place there is are was which that this beautiful pretty lovely nice at under beneath
     over near along beside across from""".split())
+_NOT_CONTENT = STOP | FILLER
 
 
 def unexplained_words(text: str, mentions: list[tuple[int, int, str, str]]) -> list[tuple[int, int]]:
@@ -122,7 +123,7 @@ def unexplained_words(text: str, mentions: list[tuple[int, int, str, str]]) -> l
     covered = [(s, e) for s, e, _, _ in mentions]
     out = []
     for m in re.finditer(r"[a-z0-9'-]+", text):
-        if m.group().strip("'-") in STOP | FILLER:
+        if m.group().strip("'-") in _NOT_CONTENT:
             continue
         if any(s <= m.start() and m.end() <= e for s, e in covered):
             continue
