@@ -232,3 +232,38 @@ def test_the_cli_starts_without_the_heavy_libraries():
 
     assert callable(pixelchat.describe) and callable(pixelchat.edit) and callable(pixelchat.generate)
     assert pixelchat.vary.__module__ == "pixelchat.edit" and pixelchat.Session.__name__ == "Session"
+
+
+_GC_PROBE = """
+import gc, sys, time
+from pixelchat import cli
+
+cli.STARTUP_SECONDS = {startup}
+seen = {{}}
+
+@cli.app.command("probe")
+def probe():
+    seen["at start"] = gc.isenabled()
+    time.sleep({sleep})
+    seen["later"] = gc.isenabled()
+
+sys.argv = ["pixelchat", "probe"]
+try:
+    cli.main()
+except SystemExit:
+    pass
+print(seen["at start"], seen["later"], gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+@pytest.mark.parametrize("startup, sleep, expected", [
+    (30.0, 0.0, "False False True True"),  # a short command runs with the collector off; it is back after
+    (0.5, 1.5, "False True True True"),  # a long one gets it back after STARTUP_SECONDS
+])
+def test_the_garbage_collector_is_off_only_while_a_command_starts(startup, sleep, expected):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _GC_PROBE.format(startup=startup, sleep=sleep)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == expected.split()
