@@ -49,10 +49,13 @@ def test_a_tiny_upsampler_trains_saves_loads_and_gives_identical_pixels(tiny_ups
 
 
 def test_an_untrained_upsampler_is_bicubic_interpolation():
-    net = Upsampler(UpsamplerConfig(in_size=16, scales=(4,), features=4, body=1))
-    x = torch.rand(1, 3, 16, 16) * 2 - 1
-    bicubic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
-    assert torch.allclose(net.upscale(x, 4), bicubic)
+    """Its bicubic part is a convolution before the pixel shuffle: torch's bicubic to float rounding, borders
+    included, at every scale."""
+    net = Upsampler(UpsamplerConfig(in_size=16, scales=(2, 4, 8), features=4, body=1))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    for scale in (2, 4, 8):
+        bicubic = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+        assert torch.allclose(net.upscale(x, scale), bicubic.clamp(-1, 1), atol=2e-6, rtol=0)
 
 
 def test_bad_upsampler_options_are_refused(tmp_path):

@@ -32,12 +32,14 @@ from dataclasses import dataclass, field
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
-from PIL import Image, PngImagePlugin
+import numpy as np
+from PIL import Image
 from PIL.ExifTags import IFD
 
 from pixelchat.imagefiles import (
     MAX_FILE_BYTES, MAX_PIXELS, PARAMETERS_KEY, RECORD_KEY, ImageFileError, a1111_parameters, checked_file,
 )
+from pixelchat.png import png_bytes
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 XMP_KEY = "XML:com.adobe.xmp"  # PNG's keyword for an XMP packet (XMP spec part 3, 1.1.5)
@@ -121,7 +123,7 @@ def configured_signer():
         raise ValueError(f"PIXELCHAT_C2PA_CERT/KEY are set but cannot be used: {e}") from None
 
 
-# zlib for PNG: level 1 with the run-length strategy. On the generator's 256 px pictures it takes about
+# zlib for PNG (written by `pixelchat.png`, both cores at once): level 1 with the run-length strategy. On the generator's 256 px pictures it takes about
 # 60% of level 3's time and a sixth of the default level 6's, for files about 17% smaller than level
 # 3's; on flat pictures (renders, graphics) its files are as small as level 3's. Huffman-only coding is
 # a little faster on generated pictures but makes flat ones six times larger (RESULTS.md, "Runtimes").
@@ -147,11 +149,9 @@ def image_bytes(image: Image.Image, record: dict, fmt: str = "png", quality: int
     parameters = a1111_parameters(record)
     buf = io.BytesIO()
     if fmt == "png":
-        info = PngImagePlugin.PngInfo()
-        info.add_itxt(RECORD_KEY, record_json(record))
-        info.add_itxt(PARAMETERS_KEY, parameters)
-        info.add_itxt(XMP_KEY, xmp_packet(record).decode("utf-8"))
-        picture.save(buf, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL, compress_type=PNG_STRATEGY)
+        texts = [(RECORD_KEY, record_json(record)), (PARAMETERS_KEY, parameters),
+                 (XMP_KEY, xmp_packet(record).decode("utf-8"))]
+        buf.write(png_bytes(np.asarray(picture), texts, level=PNG_COMPRESS_LEVEL, strategy=PNG_STRATEGY))
     elif fmt == "jpeg":
         picture.save(buf, format="JPEG", quality=quality, exif=exif_bytes(record, parameters), xmp=xmp_packet(record),
                      comment=COMMENT_PREFIX + record_json(record).encode("utf-8"))
