@@ -17,7 +17,11 @@ answers by status (a transport failure by its exception's name; a 429 or 503 wit
 is counted apart), and the server's CPU time per picture next to the engine's own (a figure that
 other work on the machine skews less than pictures/s).
 
-    python bench_server.py [--seconds 10] [--burst 500] [--size 256] [--clients 1 8 32]
+Each load row's figures count the requests started after its first ``--ramp-up`` seconds (3 by
+default), when every client has connected and the batches have settled; ``p99_ms_with_ramp_up``
+counts them all.
+
+    python bench_server.py [--seconds 10] [--burst 500] [--size 256] [--clients 1 8 32] [--ramp-up 3]
 """
 
 from __future__ import annotations
@@ -129,9 +133,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(base: str, key: str, clients: int, seconds: float, size: int | None = None, pid: int | None = None) -> dict:
-    latencies, statuses, lock = [], Counter(), threading.Lock()
-    stop = time.perf_counter() + seconds
+def load(base: str, key: str, clients: int, seconds: float, size: int | None = None, pid: int | None = None,
+         ramp_up: float = 0.0) -> dict:
+    """``clients`` threads, each sending its next request when the last is answered. The figures count
+    the requests started in the ``seconds`` after the first ``ramp_up`` seconds: at the start every
+    client connects and sends at once, and the queue's batches take a few cycles to settle
+    (``p99_ms_with_ramp_up`` counts every request)."""
+    rows, statuses, lock = [], Counter(), threading.Lock()
+    t0 = time.perf_counter()
+    counted_from, stop = t0 + ramp_up, t0 + ramp_up + seconds
     sized = {"size": f"{size}x{size}"} if size else {}
 
     def client(i: int) -> None:
@@ -145,22 +155,28 @@ def load(base: str, key: str, clients: int, seconds: float, size: int | None = N
                 except httpx.TransportError as e:
                     code = type(e).__name__
                 with lock:
-                    latencies.append(time.perf_counter() - t)
-                    statuses[code] += 1
+                    rows.append((t >= counted_from, time.perf_counter() - t))
+                    if t >= counted_from:
+                        statuses[code] += 1
                 j += 1
 
-    t0, cpu0 = time.perf_counter(), cpu_seconds(pid) if pid else 0.0
+    cpu0 = [cpu_seconds(pid) if pid else 0.0]
+    mark = threading.Timer(ramp_up, lambda: cpu0.__setitem__(0, cpu_seconds(pid) if pid else 0.0))
+    mark.start()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed, cpu = time.perf_counter() - t0, (cpu_seconds(pid) - cpu0 if pid else 0.0)
-    ms = np.array(latencies) * 1000
+    mark.join()
+    elapsed, cpu = time.perf_counter() - counted_from, (cpu_seconds(pid) - cpu0[0] if pid else 0.0)
+    ms = np.array([latency for counted, latency in rows if counted]) * 1000
     p50, p95, p99 = (round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99))
-    return {"clients": clients, "requests": len(latencies), "images_per_s": round(statuses[200] / elapsed, 1),
+    every = np.array([latency for _, latency in rows]) * 1000
+    return {"clients": clients, "requests": len(ms), "images_per_s": round(statuses[200] / elapsed, 1),
             "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "statuses": {str(k): v for k, v in statuses.items()},
             "errors": {str(k): v for k, v in statuses.items() if k != 200},
+            **({"ramp_up_s": ramp_up, "p99_ms_with_ramp_up": round(float(np.percentile(every, 99)), 1)} if ramp_up else {}),
             **({"server_cpu_ms_per_image": round(1000 * cpu / max(statuses[200], 1), 1)} if pid else {})}
 
 
@@ -193,6 +209,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="Length of each load row.")
     parser.add_argument("--burst", type=int, default=500, help="Concurrent requests in a burst (0: no burst).")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--ramp-up", type=float, default=3.0, help="Seconds at the start of each load row whose "
+                        "requests are not counted (every client connects at once; the batches settle).")
     parser.add_argument("--only", choices=["batching", "no batching", "default rate limits"], nargs="+")
     parser.add_argument("--size", type=int, default=None, help="Side of the pictures asked for; default: the model's "
                                                                "default size.")
@@ -235,7 +253,7 @@ def main() -> None:
                 load(base, key, 1, 2.0, size)  # warm-up
                 if name != "default rate limits":
                     for clients in args.clients:
-                        row = load(base, key, clients, args.seconds, size, proc.pid)
+                        row = load(base, key, clients, args.seconds, size, proc.pid, args.ramp_up)
                         print(json.dumps({"server": name, "size": size, **share(row)}), flush=True)
                 if args.burst and name != "no batching":
                     print(json.dumps({"server": name, "size": size, **burst(base, key, args.burst, size)}), flush=True)

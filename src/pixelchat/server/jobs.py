@@ -144,7 +144,7 @@ class _Row:
 class JobQueue:
     def __init__(self, settings, sessions, store, events):
         self.settings, self.sessions, self.store, self.events = settings, sessions, store, events
-        self.uploads = Path(settings.data_dir) / "uploads"
+        self.uploads = settings.uploads_dir
         self._pending: deque[str] = deque()
         self._kinds: dict[str, tuple[str, int, str | None]] = {}  # pending job id → (kind, images, session)
         self._users: dict[str, int] = {}  # pending job id → its user
