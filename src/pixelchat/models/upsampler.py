@@ -94,10 +94,10 @@ def _cubic(t: float, a: float = -0.75) -> float:
 
 
 def bicubic_kernel(scale: int, channels: int) -> torch.Tensor:
-    """(channels · scale², 1, 5, 5): bicubic upscaling by ``scale`` as a convolution. Per channel, the weights
-    of each of the scale² sub-pixels of an input pixel over the 5×5 input pixels around it (a 5×5 window
-    covers every sub-pixel's 4×4 taps) (half-pixel centres, as align_corners=False; borders
-    replicated by the caller's padding, as torch clamps)."""
+    """(channels · scale², 1, 5, 5): bicubic upscaling by ``scale`` as a convolution. Per channel, the
+    weights that each of the scale² sub-pixels of an input pixel gives the 5×5 input pixels around it
+    (a 5×5 window holds every sub-pixel's 4×4 taps). Sub-pixel centres as align_corners=False; the
+    caller pads by replicating the border, as torch's bicubic clamps its indices."""
     taps = torch.zeros(scale, 5, dtype=torch.float64)
     for i in range(scale):
         src = (i + 0.5) / scale - 0.5  # where sub-pixel i sits in input pixels, from its pixel's centre

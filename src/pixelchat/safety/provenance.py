@@ -123,10 +123,11 @@ def configured_signer():
         raise ValueError(f"PIXELCHAT_C2PA_CERT/KEY are set but cannot be used: {e}") from None
 
 
-# zlib for PNG (written by `pixelchat.png`, both cores at once): level 1 with the run-length strategy. On the generator's 256 px pictures it takes about
-# 60% of level 3's time and a sixth of the default level 6's, for files about 17% smaller than level
-# 3's; on flat pictures (renders, graphics) its files are as small as level 3's. Huffman-only coding is
-# a little faster on generated pictures but makes flat ones six times larger (RESULTS.md, "Runtimes").
+# Deflate for PNG (files written by `pixelchat.png`): level 1 with the run-length strategy. On the
+# generator's 256 px pictures it takes about 60% of level 3's time and a sixth of the default level
+# 6's, for files about 17% smaller than level 3's; on flat pictures (renders, graphics) its files are
+# as small as level 3's. Huffman-only coding is a little faster on generated pictures but makes flat
+# ones six times larger (RESULTS.md, "Runtimes").
 PNG_COMPRESS_LEVEL = 1
 PNG_STRATEGY = zlib.Z_RLE
 
