@@ -17,6 +17,7 @@ from pixelchat.server import errors
 from pixelchat.server.config import Settings
 from pixelchat.server.db import migrate, session_factory
 from pixelchat.server.events import Broker, Streams
+from pixelchat.server.headers import ResponseHeaders
 from pixelchat.server.jobs import JobQueue
 from pixelchat.server.keycache import KeyCache
 from pixelchat.server import ratelimit
@@ -76,25 +77,7 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class NoSniff:
-    """``X-Content-Type-Options: nosniff`` on every response that does not set it (plain ASGI: no task
-    or body stream per request, as an ``@app.middleware("http")`` function would cost)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_nosniff(message):
-            if message["type"] == "http.response.start":
-                headers = message.get("headers", [])
-                if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
-                    message = {**message, "headers": [*headers, (b"x-content-type-options", b"nosniff")]}
-            await send(message)
-
-        await self.app(scope, receive, send_nosniff)
+NOSNIFF = {"x-content-type-options": "nosniff"}  # on every response that does not set it
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
@@ -147,7 +130,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(docs.router)
     ratelimit.install(app, settings)
 
-    app.add_middleware(NoSniff)
+    app.add_middleware(ResponseHeaders, headers=lambda scope: NOSNIFF)
     # two pictures (image and mask) at the upload cap, plus the form's other fields
     app.add_middleware(BodyLimit, limit=2 * settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(PublicUrlNotice, settings=settings)

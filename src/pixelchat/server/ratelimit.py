@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from pixelchat.server.errors import APIError
+from pixelchat.server.headers import ResponseHeaders
 
 STATE_KEY = "ratelimit_headers"  # where `check` leaves the headers for the middleware
 
@@ -148,27 +149,6 @@ class Gate:
             semaphore.release()
 
 
-class RateLimitHeaders:
-    """Copies the headers `check` left on ``request.state`` onto the response."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_headers(message):
-            extra = scope.get("state", {}).get(STATE_KEY)
-            if message["type"] == "http.response.start" and extra:
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                added = [(k.encode(), v.encode()) for k, v in extra.items() if k.encode() not in present]
-                message = {**message, "headers": [*message.get("headers", []), *added]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
 def install(app, settings) -> None:
     """Give ``app`` its limiters (none where the rate is 0), its gates and the header middleware."""
     per_minute = settings.rate_limit_per_minute
@@ -177,4 +157,5 @@ def install(app, settings) -> None:
     app.state.login_limiter = RateLimiter(attempts, settings.login_attempts_burst) if attempts else None
     app.state.password_checks = Gate(settings.login_concurrency, 8 * settings.login_concurrency, "sign-ins")
     app.state.decodes = Gate(settings.upload_decodes, settings.queue_size, "uploads")
-    app.add_middleware(RateLimitHeaders)
+    # the headers `check` left on the request's state, on its response
+    app.add_middleware(ResponseHeaders, headers=lambda scope: scope.get("state", {}).get(STATE_KEY))
