@@ -92,14 +92,7 @@ class LLMRewriter:
         the message is a `Rewrite` not understood; LLMError on any failure of the endpoint or an
         answer outside the form asked for."""
         where = f"the language model at {self.endpoint}"
-        content = self.complete(open_system_prompt(prompt, negative_prompt), message)
-        answer = first_json_object(content)
-        if answer is None:
-            raise LLMError(f"{where} answered no JSON object: {shorten(content, 80)!r}")
-        reply = answer.get("reply") or ""
-        if not isinstance(reply, str):
-            raise LLMError(f"{where} answered a \"reply\" that is not a string")
-        reply = shorten(reply, MAX_REPLY)
+        answer, reply = self.json_answer(self.complete(open_system_prompt(prompt, negative_prompt), message))
         if answer.get("understood") is False:
             return Rewrite(prompt, negative_prompt, [], False, reply or f"{where} did not understand {message!r}")
         revised, negative, changes = answer.get("prompt"), answer.get("negative_prompt", ""), answer.get("changes", [])
@@ -162,9 +155,7 @@ class LLMRewriter:
     def read_answer(self, content: str) -> tuple[dict[str, str], str]:
         """The attributes and the reply in the model's message; LLMError where they leave the vocabulary."""
         where = f"the language model at {self.endpoint}"
-        answer = first_json_object(content)
-        if answer is None:
-            raise LLMError(f"{where} answered no JSON object: {shorten(content, 80)!r}")
+        answer, reply = self.json_answer(content)
         attributes = answer.get("attributes")
         if not isinstance(attributes, dict):
             raise LLMError(f"{where} answered no \"attributes\" object: {shorten(content, 80)!r}")
@@ -177,10 +168,19 @@ class LLMRewriter:
         attributes = dict(attributes)
         if attributes.get("clouds") == "none":  # the colour of no clouds is not a request for clouds
             attributes.pop("cloud_color", None)
+        return attributes, reply
+
+    def json_answer(self, content: str) -> tuple[dict, str]:
+        """The JSON object in the model's message and its "reply" (shortened); LLMError where there is no
+        object or the reply is not a string."""
+        where = f"the language model at {self.endpoint}"
+        answer = first_json_object(content)
+        if answer is None:
+            raise LLMError(f"{where} answered no JSON object: {shorten(content, 80)!r}")
         reply = answer.get("reply") or ""
         if not isinstance(reply, str):
             raise LLMError(f"{where} answered a \"reply\" that is not a string")
-        return attributes, shorten(reply, MAX_REPLY)
+        return answer, shorten(reply, MAX_REPLY)
 
 
 def system_prompt(current: dict[str, str]) -> str:
