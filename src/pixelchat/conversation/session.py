@@ -152,6 +152,11 @@ class Turn:
                 "declined": self.declined}
 
 
+def _engine_path(engine) -> str | None:
+    """What a session file keeps of a model or editor: its path or id, where a loaded engine was given."""
+    return engine if engine is None or isinstance(engine, str) else engine.info.path
+
+
 def _png(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -867,11 +872,11 @@ class Session:
 
     @property
     def model_path(self) -> str | None:
-        return self.model if self.model is None or isinstance(self.model, str) else self.model.info.path
+        return _engine_path(self.model)
 
     @property
     def editor_path(self) -> str | None:
-        return self.editor if self.editor is None or isinstance(self.editor, str) else self.editor.info.path
+        return _engine_path(self.editor)
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model_path, "seed": self.seed,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from pixelchat.server.jobs import remove_uploads
 from pixelchat.server.keycache import forget
 from pixelchat.server.models import ApiKey, ImageRow, Job, Login, SessionRow, User, utcnow
 from pixelchat.server.security import hash_password, hash_token, new_api_key
@@ -80,11 +81,7 @@ def delete_user(db: Session, name: str, store: ImageStore, uploads: Path) -> Use
     db.commit()  # the records go first: a file is removed only once nothing can point to it any more
     forget(user_id=user.id)  # its keys sign in nobody from now on, here at once
     files = drop_unused_files(db, store, shas)
-    removed = 0
-    for job_id in jobs:  # job ids are hex: nothing in them globs
-        for path in uploads.glob(f"{job_id}-*.png") if uploads.is_dir() else ():
-            path.unlink(missing_ok=True)
-            removed += 1
+    removed = sum(remove_uploads(uploads, job_id) for job_id in jobs)
     return UserDeleted(name=name, pictures=pictures, sessions=sessions, files=files, shared_files=len(shas) - files,
                        uploads=removed)
 

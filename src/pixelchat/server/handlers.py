@@ -185,5 +185,5 @@ def message(queue: JobQueue, job: Job) -> Made:
     for image in turn.images:
         made.images.append(image)
         made.records.append({**image.info.get("pixelchat", {}), "session_node": turn.node.id if turn.node else None})
-    made.result = {"turn": turn.to_dict()}  # "declined": nothing drawn, kept aside for a 'draw it anyway
+    made.result = {"turn": turn.to_dict()}  # "declined": nothing drawn, kept aside for a 'draw it anyway'
     return made

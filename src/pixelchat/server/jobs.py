@@ -141,6 +141,16 @@ class _Row:
     error: BaseException | None = None  # why it was not committed
 
 
+def remove_uploads(folder: Path, job_id: str) -> int:
+    """Remove the uploaded pictures of job ``job_id`` (`JobQueue.upload_path`) from ``folder``; how many.
+    Job ids are hex: nothing in them globs."""
+    removed = 0
+    for path in folder.glob(f"{job_id}-*.png") if folder.is_dir() else ():
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 class JobQueue:
     def __init__(self, settings, sessions, store, events):
         self.settings, self.sessions, self.store, self.events = settings, sessions, store, events
@@ -724,9 +734,7 @@ class JobQueue:
             self.events.publish(f"room:{room}", event)
 
     def _cleanup(self, job_id: str) -> None:
-        if self.uploads.exists():
-            for path in self.uploads.glob(f"{job_id}-*.png"):
-                path.unlink(missing_ok=True)
+        remove_uploads(self.uploads, job_id)
 
     def _resolve(self, job_id: str, outcome: Outcome, ephemeral: bool = False) -> None:
         with self._cond:
