@@ -380,25 +380,26 @@ class JobQueue:
     def _write_rows(self, group: list[_Row]) -> None:
         """One transaction for the group; where it fails, each row alone, so only the row at fault (a
         reused Idempotency-Key) gets the error."""
+        error = self._commit_rows(group)
+        if error is None:
+            return
+        if len(group) == 1:
+            group[0].error = error
+            return
+        for r in group:
+            r.error = self._commit_rows([r])
+
+    def _commit_rows(self, rows: list[_Row]) -> BaseException | None:
+        """Insert ``rows`` in one transaction and mark them committed; what it raised, if it failed."""
         try:
             with self.writing() as db:
-                db.add_all([r.job for r in group])
+                db.add_all([r.job for r in rows])
                 db.commit()
-            for r in group:
-                r.committed = True
-            return
         except Exception as e:
-            if len(group) == 1:
-                group[0].error = e
-                return
-        for r in group:
-            try:
-                with self.writing() as db:
-                    db.add(r.job)
-                    db.commit()
-                r.committed = True
-            except Exception as e:
-                r.error = e
+            return e
+        for r in rows:
+            r.committed = True
+        return None
 
     def reuse(self, job: Job, fingerprint: str | None) -> Job:
         if job.request_hash != fingerprint:
