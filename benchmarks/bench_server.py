@@ -1,8 +1,8 @@
 """Load on the server from a second process over loopback, against the engine's own speed.
 
 First the engine alone: the shipped model loaded in this process, drawing batches of
-``--batch`` pictures at ``--size`` (default: the model's default size) with the server's cores and
-threads; its pictures/s is what the server is measured against. Then `pixelchat serve` (fresh data
+``--batch`` pictures at ``--size`` (default: the model's default size) on the runtime `pixelchat serve`
+picks, with the server's cores and threads; its pictures/s is what the server is measured against. Then `pixelchat serve` (fresh data
 folder, shipped model, SQLite) under n=1 generations at that size from 1, 8 and 32 concurrent clients,
 with dynamic batching (the default) and without it (PIXELCHAT_BATCH_IMAGES=1), rate limits off and one
 user allowed the whole queue; then a burst of concurrent requests and the statuses it gets, with rate
@@ -70,13 +70,16 @@ def server_threads(server_cores: list[int] | None) -> int:
 
 
 def engine_alone(size: int | None, batch: int, seconds: float, threads: int) -> dict:
-    """The shipped model's batched pictures/s in this process: ``batch`` pictures per call at ``size``."""
+    """The shipped model's batched pictures/s in this process: ``batch`` pictures per call at ``size``,
+    on the runtime `pixelchat serve` draws with (`serving_runtime`)."""
     import torch
 
+    from pixelchat.cli import serving_runtime
     from pixelchat.engines import GenerateRequest, load_engine
+    from pixelchat.server.config import Settings
 
     torch.set_num_threads(threads)
-    engine = load_engine()
+    engine = load_engine(runtime=serving_runtime(Settings()))
     size = size or engine.info.default_size
     requests = lambda first: [GenerateRequest(prompt=PROMPT, n=1, seed=first + i, size=size)  # noqa: E731
                               for i in range(batch)]

@@ -298,3 +298,22 @@ def test_stopping_stores_the_batches_drawn(tmp_path, tiny_model, monkeypatch):
     with app.state.sessions() as db:
         row = db.get(Job, job.id)
         assert row.status == "succeeded" and db.scalar(select(ImageRow.id).where(ImageRow.id.in_(row.result["images"])))
+
+
+def test_a_runtime_other_than_eager_is_prepared_before_the_first_request(tmp_path, tiny_model, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from pixelchat.engines import load_engine
+    from pixelchat.engines.runtime import RuntimeUnavailable, check_available
+
+    try:
+        check_available("int8")
+    except RuntimeUnavailable:
+        pytest.skip("the int8 runtime is not installed here")
+    monkeypatch.setenv("PIXELCHAT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIXELCHAT_RUNTIME", "int8")
+    app = create_app(Settings(data_dir=tmp_path / "data", model=str(tiny_model), secret_key="s"))
+    with TestClient(app):
+        engine = load_engine(str(tiny_model))
+        assert engine.runtime == "int8" and "generator" in engine._prepared  # quantized during the start
+        assert list((tmp_path / "cache" / "runtime").glob("*-int8-*.onnx"))

@@ -113,6 +113,27 @@ def test_spec_model_trains_saves_loads_and_redraws_identical_pixels(spec_model):
     assert alone.record["spec"] == first[1].record["spec"]
 
 
+def test_spec_model_draws_with_int8_calibrated_on_specs_from_the_prior(spec_model, tmp_path, monkeypatch):
+    from pixelchat.engines.runtime import RuntimeUnavailable, check_available
+    from pixelchat.engines.spec import SpecEngine
+
+    try:
+        check_available("int8")
+    except RuntimeUnavailable:
+        pytest.skip("the int8 runtime is not installed here")
+    monkeypatch.setenv("PIXELCHAT_CACHE", str(tmp_path))
+    eager, int8 = SpecEngine(spec_model, runtime="eager"), SpecEngine(spec_model, runtime="int8")
+    rows = int8.calibration_inputs()
+    assert len(rows) == 128 and all(c.shape == (1, len(SCENES)) for _, c in rows)
+    assert len({tuple(c[0].tolist()) for _, c in rows}) > 20  # varied specs, not one
+    request = GenerateRequest("a boat on a lake at night", n=3, seed=11)
+    a, b = eager.generate(request), int8.generate(request)
+    for x, y in zip(a, b):
+        diff = np.asarray(x.image, np.float64) - np.asarray(y.image, np.float64)
+        assert 10 * np.log10(255**2 / max(float((diff**2).mean()), 1e-9)) > 30
+        assert y.record["runtime"] == "int8" and y.record["spec"] == x.record["spec"]
+
+
 def test_spec_model_refuses_an_impossible_prompt(spec_model):
     engine = load_engine(spec_model)
     with pytest.raises(ValueError, match="boat needs water"):

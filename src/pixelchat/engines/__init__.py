@@ -50,7 +50,7 @@ def load_engine(model: str | Path | Engine | None = None, engine: str | None = N
     Loaded engines are cached per file version. device ("cuda", "cuda:N", "mps", "cpu"), dtype
     ("fp16", "bf16", "fp32") and offload (model CPU offload) place a diffusers pipeline (see
     `pixelchat.engines.diffusers.runtime`); the built-in engines refuse them. runtime: what runs the
-    built-in networks (`pixelchat.engines.runtime`: eager, compile, onnx, openvino; None:
+    built-in networks (`pixelchat.engines.runtime`: eager, compile, onnx, openvino, int8; None:
     ``PIXELCHAT_RUNTIME`` or eager)."""
     if isinstance(model, Engine):
         if device is not None or dtype is not None or offload:

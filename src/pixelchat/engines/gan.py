@@ -45,6 +45,11 @@ def decode_latent(text: str) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype="<f4").copy())
 
 
+# prompts whose conditions the int8 runtime of a text-conditioned model is calibrated on
+CALIBRATION_SUBJECTS = ("mountains", "hills", "a desert", "a plain", "a lake", "the sea", "a forest", "a house")
+CALIBRATION_SETTINGS = ("at night", "at sunset", "by day", "with clouds")
+
+
 class GANEngine:
     """Serves a generator checkpoint written by the training loop (``model.safetensors`` + JSON)."""
 
@@ -86,8 +91,9 @@ class GANEngine:
         self._prepared: dict[str, object] = {}
         self._prepare_lock = threading.Lock()
 
-    def _run(self, name: str, module: torch.nn.Module, key: str, *inputs: torch.Tensor) -> torch.Tensor:
-        """``module(*inputs)`` by the engine's runtime (prepared, and for exported runtimes cached, on first use)."""
+    def _run(self, name: str, module: torch.nn.Module, key: str, *inputs: torch.Tensor, calibration=None) -> torch.Tensor:
+        """``module(*inputs)`` by the engine's runtime (prepared, and for exported runtimes cached, on first use).
+        ``calibration``: the callable giving the inputs an int8 network is calibrated on (None: it stays eager)."""
         if self.runtime == "eager":
             return module(*inputs)
         fn = self._prepared.get(name)
@@ -98,12 +104,23 @@ class GANEngine:
                 fn = self._prepared.get(name)
                 if fn is None:
                     example = tuple(t[:1].expand(2, *t.shape[1:]).contiguous() for t in inputs)
-                    fn = self._prepared[name] = prepare(self.runtime, module, example, key)
+                    fn = self._prepared[name] = prepare(self.runtime, module, example, key, calibration)
         return fn(*inputs)
 
     def draw(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The generator's forward pass (B, 3, n, n) in [-1, 1], by the engine's runtime."""
-        return self._run("generator", self.generator, f"{self.info.sha256[:16]}-generator", z, cond)
+        return self._run("generator", self.generator, f"{self.info.sha256[:16]}-generator", z, cond,
+                         calibration=self.calibration_inputs)
+
+    CALIBRATION_SEEDS = range(1_000_000, 1_000_128)  # the int8 runtime's calibration: fixed, so every start agrees
+
+    def calibration_inputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The generator's inputs (latent, condition), one row each, that the int8 runtime measures its
+        ranges on: latents of fixed seeds with the conditions of varied prompts."""
+        prompts = [f"{a} {b}" for a in CALIBRATION_SUBJECTS for b in CALIBRATION_SETTINGS]
+        seeds = list(self.CALIBRATION_SEEDS)
+        cond = self.encoder.embed([prompts[i % len(prompts)] for i in range(len(seeds))])
+        return [(z[None], c[None]) for z, c in zip(self.prepare_latents(seeds, None), cond)]
 
     # --- sizes: the generator's own, and the larger ones its upsampler draws ----------------------
 
@@ -172,7 +189,15 @@ class GANEngine:
         module = self._prepared.get(f"up{scale}-module") or self._prepared.setdefault(f"up{scale}-module", Scaled(net, scale))
         key = f"{self.info.upsampler['sha256'][:16]}-upsampler-x{scale}"
         x = x.float().contiguous(memory_format=torch.channels_last)
-        return torch.cat([self._run(f"up{scale}", module, key, x[i:i + chunk]) for i in range(0, len(x), chunk)])
+        return torch.cat([self._run(f"up{scale}", module, key, x[i:i + chunk], calibration=self.upsampler_calibration)
+                          for i in range(0, len(x), chunk)])
+
+    def upsampler_calibration(self) -> list[tuple[torch.Tensor]]:
+        """The upsampler's int8 calibration rows: the generator's own pictures (eager) of its calibration inputs."""
+        rows = self.calibration_inputs()
+        with torch.inference_mode():
+            x = self.generator(torch.cat([z for z, _ in rows]), torch.cat([c for _, c in rows]))
+        return [(p[None].contiguous(),) for p in x]
 
     def pictures(self, x: torch.Tensor, sizes: list[int] | int) -> list[Image.Image]:
         """Generator outputs (B, 3, n, n) → pictures, picture i at ``sizes[i]`` (or all at one size)."""

@@ -127,6 +127,12 @@ class SpecEngine(GANEngine):
         """The generator's condition for ``prompt``: (n, A) value indices of its spec completed from seed 0."""
         return self.spec_tensor(self.specs_for(GenerateRequest(prompt), [0])).expand(n, -1)
 
+    def calibration_inputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The int8 runtime's calibration rows: latents of fixed seeds with specs drawn from the prior."""
+        seeds = list(self.CALIBRATION_SEEDS)
+        specs = self.spec_tensor([complete_spec({}, self.schema, s) for s in seeds])
+        return [(z[None], c[None]) for z, c in zip(self.prepare_latents(seeds, None), specs)]
+
     def spec_tensor(self, specs: list[SceneSpec]) -> torch.Tensor:
         return torch.tensor([s.indices(self.schema) for s in specs], dtype=torch.long)  # (n, A)
 

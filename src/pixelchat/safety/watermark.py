@@ -168,6 +168,25 @@ def _residue(p: np.ndarray, bits: np.ndarray, dither: np.ndarray) -> np.ndarray:
     return x - np.round(x)
 
 
+@lru_cache(maxsize=16)
+def _size_solve(width: int, height: int) -> np.ndarray:
+    """For pictures of one size: the inverse of the projections' response to the marks as they reach
+    the detector, stretched to the picture (bicubic) and shrunk back to the grid (N_BITS, N_BITS).
+    Solving with it, one correction of the amplitudes usually lands every projection: only the
+    rounding to 8 bits and clipping are left for the loop in `embed`."""
+    _, marks, solve, _ = _marks()
+    if (width, height) == (GRID, GRID):
+        return solve
+    up = torch.from_numpy(_resize_matrix(GRID, height, Image.Resampling.BICUBIC))
+    across = torch.from_numpy(_resize_matrix(GRID, width, Image.Resampling.BICUBIC))
+    down = torch.from_numpy(_resize_matrix(height, GRID, Image.Resampling.BILINEAR))
+    back = torch.from_numpy(_resize_matrix(width, GRID, Image.Resampling.BILINEAR))
+    seen = ((down @ up) @ torch.from_numpy(marks) @ (back @ across).T).numpy()  # (N_BITS, G, G): each mark, round trip
+    flat, _, _, _ = _marks()
+    response = _filtered(seen).reshape(N_BITS, -1) @ flat.T / GRID  # [j, i]: projection i of mark j
+    return np.linalg.inv(response.T.astype(np.float64))
+
+
 def embed(image: Image.Image, hash32: int, *, min_side: int = MIN_SIDE) -> Image.Image:
     """``image`` as RGB with the mark for ``hash32``; with a side under ``min_side`` it comes back
     unmarked (lower it only to measure what happens there)."""
@@ -176,12 +195,13 @@ def embed(image: Image.Image, hash32: int, *, min_side: int = MIN_SIDE) -> Image
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     bits = payload_bits(hash32)
     _, dither, _ = _key()
-    _, marks, solve, _ = _marks()
+    _, marks, _, _ = _marks()
+    solve = _size_solve(*image.size) if max(image.size) <= MATRIX_SIDE else _marks()[2]
     p = _projections(_resize(luma(rgb), (GRID, GRID)))
     target = p - _residue(p, bits, dither) * STEP  # the nearest lattice point of each bit
     amp = np.zeros(N_BITS)
     out = rgb
-    for _ in range(4):  # rounding to 8 bits, clipping and resizing move the projections a little: correct
+    for _ in range(4):  # rounding to 8 bits, clipping (and for large pictures resizing) move the projections: correct
         amp = amp + solve @ (target - p)
         mark = np.tensordot(amp.astype(np.float32), marks, axes=1)  # (G, G)
         out = np.clip(np.rint(rgb + _resize(mark, image.size, Image.Resampling.BICUBIC)[..., None]), 0, 255)

@@ -93,9 +93,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from pixelchat.safety.provenance import configured_signer
-        from pixelchat.server.handlers import engine_of
+        from pixelchat.server.handlers import engine_of, warm_up
 
-        await run_in_threadpool(engine_of, queue)  # the first request should not wait for it
+        engine = await run_in_threadpool(engine_of, queue)  # the first request should not wait for it
+        await run_in_threadpool(warm_up, engine)  # nor for its runtime's preparation
         # nor for the moderator's text encoder: loaded lazily, a burst of first prompts would each load one
         await run_in_threadpool(app.state.moderator.check, "a lake at sunset")
         await run_in_threadpool(configured_signer)  # bad Content Credentials settings stop the start, not a request

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     dtype: Literal["fp16", "bf16", "fp32"] | None = Field(None, description="A pipeline's number format; default: fp16 "
                                                                             "on a GPU, fp32 on the CPU.")
     offload: bool = Field(False, description="Model CPU offload for a pipeline on CUDA (needs accelerate).")
+    runtime: str | None = Field(None, description="What runs the built-in networks: eager, compile, onnx, openvino or "
+                                                  "int8 (pixelchat.engines.runtime); default: eager, and for `pixelchat "
+                                                  "serve` int8 where the onnx extra is installed.")
     model_aliases: str = Field("dall-e-2,dall-e-3,gpt-image-1,gpt-image-1-mini,gpt-image-1.5",
                                description="Model names the OpenAI-compatible API also answers to with the served "
                                            "model (listed by GET /v1/models), comma-separated; blank: none.")

@@ -23,7 +23,17 @@ def engine_of(queue: JobQueue):
 
     settings = queue.settings
     return load_engine(settings.model, settings.engine, device=settings.device, dtype=settings.dtype,
-                       offload=settings.offload)
+                       offload=settings.offload, runtime=settings.runtime)
+
+
+def warm_up(engine) -> None:
+    """Prepare a runtime other than eager (export, quantization or compilation: seconds) before the
+    first request, by drawing one picture at the default size; eager and other engines need nothing."""
+    runtime = getattr(engine, "runtime", "eager")
+    if runtime != "eager" and hasattr(engine, "generate"):
+        from pixelchat.engines import GenerateRequest
+
+        engine.generate(GenerateRequest("a lake at sunset", n=1, seed=0))
 
 
 def client_errors(fn):
