@@ -14,6 +14,7 @@ Changes, as someone passing a picture on would make them:
   resize90+jpeg85 shrunk to 90 %, then JPEG quality 85
 
 Usage: python benchmarks/bench_watermark.py [--n 100] [--clean 300]
+       python benchmarks/bench_watermark.py --kept-widths [--n 20]   # crops by the width they keep, alone
 """
 
 import argparse
@@ -113,12 +114,32 @@ def clean_sets(n: int, rng: np.random.Generator) -> dict[str, list[Image.Image]]
     }
 
 
+def kept_widths(images: list[Image.Image], size: int = 128) -> None:
+    """Crops of marked ``size`` px pictures by how many pixels they keep (from a whole and from a half
+    grid pixel off the corner): the detector searches a few kept widths only."""
+    g = size / wm.GRID
+    cases = [(size, 0), (round(61 * g), round(2 * g)), (round(58 * g), round(2 * g)), (round(58 * g), round(2.5 * g)),
+             (round(57.5 * g), round(2 * g)), (round(59.5 * g), round(2 * g))]
+    print(f"Crops of {len(images)} marked {size} px pictures: kept pixels (grid pixels), corner offset -> share found\n")
+    print("| kept px | kept grid px | offset (grid px) | found |\n|---|---|---|---|")
+    for kept, off in cases:
+        found = []
+        for i, im in enumerate(images):
+            marked = wm.embed(im.resize((size, size), Image.Resampling.LANCZOS), 1000 + i)
+            found.append(wm.detect(marked.crop((off, off, off + kept, off + kept))).matches(1000 + i))
+        print(f"| {kept} | {kept / g:g} | {off / g:g} | {np.mean(found):.2f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100, help="marked pictures per size")
     parser.add_argument("--clean", type=int, default=300, help="pictures per clean set (false alarms)")
+    parser.add_argument("--kept-widths", action="store_true", help="only: crops by the width they keep (128 px)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    if args.kept_widths:
+        kept_widths(pictures(args.n, 1000))
+        return
 
     print(f"machine: {machine()}")
     print(f"mark: {wm.N_BITS} bits ({wm.SYNC_BITS} sync + {wm.HASH_BITS} record hash), step {wm.STEP}, "
