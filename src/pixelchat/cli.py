@@ -809,7 +809,7 @@ def serve(
                                               "default: PIXELCHAT_RAY_ADDRESS or RAY_ADDRESS, else a new local one."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="What runs the built-in networks: eager, compile, onnx, "
                                           "openvino or int8; default: PIXELCHAT_RUNTIME, else int8 where the onnx "
-                                          "extra is installed (more pictures a second; pictures within ~37 dB of "
+                                          "extra is installed (more pictures a second; pictures about 36 dB from "
                                           "eager's), else eager (bit-exact with `pixelchat generate`)."),
 ):
     """Run the server: the studio at http://HOST:PORT/, the OpenAI-compatible images API (and our own) at

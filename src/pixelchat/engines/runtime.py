@@ -8,7 +8,7 @@
 - ``int8``: the generator and the upsampler in 8-bit integers: their ONNX graphs quantized by ONNX
   Runtime's static quantization (QDQ, per-channel int8 weights, uint8 activations), calibrated on the
   engine's own inputs for fixed seeds, so that the quantized networks, and every picture they draw,
-  are the same on every start. Not bit-exact with eager: about 37 dB from eager's pictures on the
+  are the same on every start. Not bit-exact with eager: about 36 dB from eager's pictures on the
   shipped model (benchmarks/RESULTS.md); the ``onnx`` extra. `pixelchat serve` uses it by default
   where that extra is installed.
 
