@@ -18,13 +18,16 @@ IEEE Trans. Inf. Theory 47(4), 2001), on a 64×64 grid stretched over the whole 
   subsampling does not matter) and only inside the centre of the frame (`MARGIN` off each side),
   so a crop that keeps the centre keeps every projection whole.
 - Resizing: the detector resizes the picture to the grid. Crops: it also tries the picture as a
-  part of a larger frame: `WIDTHS` (kept grid pixels of each axis, so up to 12.5 % off an axis)
-  × every whole-grid-pixel offset, 21 placements per axis, 441 in all; for pictures larger than the
-  grid also every half-pixel offset, 1,444 in all.
+  part of a larger frame. A picture of at most the grid's size: `WIDTHS` (kept grid pixels of each
+  axis, so up to 12.5 % off an axis) × every whole-grid-pixel offset, 21 placements per axis, 441 in
+  all. A larger one, whose crops rarely keep a whole number of grid pixels: every whole kept width
+  from 64 to 56 at whole and half-pixel offsets, then around the best of those the kept widths
+  within half a grid pixel in quarter steps, at quarter-pixel offsets (`_refine`); its p-value counts
+  every placement on that quarter-pixel lattice, 314,721 (`placements(larger=True)`).
 - Deciding: for a picture without the mark, the dither makes each sync bit's distance to its
   lattice uniform, so the sum of the 24 distances follows the Irwin–Hall distribution. The
   detector takes the placement with the smallest sum and reports its Irwin–Hall tail times the
-  number of placements tried (a Bonferroni bound) as ``p_value``: a bound on the chance that a
+  number of placements it could have tried (a Bonferroni bound) as ``p_value``: a bound on the chance that a
   picture without the mark reads as well. A mark is reported when ``p_value <= MAX_FALSE_ALARM``.
 
 `MIN_SIDE`: the smallest picture side the mark is embedded at; smaller pictures cannot carry the
@@ -255,9 +258,100 @@ def irwin_hall_cdf(n: int, x: float) -> float:
     return float(sum((-1) ** k * comb(n, k) * (q - k) ** n for k in range(int(x) + 1)) / factorial(n))
 
 
-def placements() -> int:
-    """How many (crop, offset) placements the detector tries."""
-    return sum(GRID - w + 1 for w in WIDTHS) ** 2
+COARSE_WIDTHS = tuple(range(GRID, 55, -1))  # pictures larger than the grid: every whole kept width, 64 .. 56
+FINE = (-0.5, -0.25, 0.0, 0.25, 0.5)  # then kept widths around the best whole ones, in quarter grid pixels
+QUARTERS = [(a, b) for a in (0.0, 0.25, 0.5, 0.75) for b in (0.0, 0.25, 0.5, 0.75)]
+
+
+def placements(larger: bool = False) -> int:
+    """How many (crop, offset) placements the detector may try: for a picture of at most the grid's
+    size, ``WIDTHS`` × whole offsets; for a larger one every kept width and offset in quarter grid pixels
+    from 64 down to 56 (a bound on the coarse and the fine search together)."""
+    if not larger:
+        return sum(GRID - w + 1 for w in WIDTHS) ** 2
+    # kept width GRID - j/4 leaves j + 1 quarter-pixel offsets, j = 0 .. 4 (GRID - 56)
+    return sum(j + 1 for j in range(4 * (GRID - COARSE_WIDTHS[-1]) + 1)) ** 2
+
+
+def _fraction_matrix(n_in: int, span: float) -> np.ndarray:
+    """(floor(span), n_in): ``n_in`` samples resampled onto ``span`` grid pixels (span may be fractional;
+    the last, partly covered pixel is left out) with a triangle filter widened when shrinking, as
+    Pillow's bilinear resize does for whole sizes."""
+    scale = n_in / span
+    support = max(scale, 1.0)
+    centers = (np.arange(int(np.floor(span + 1e-9))) + 0.5) * scale - 0.5
+    w = np.clip(1 - np.abs(np.arange(n_in)[None, :] - centers[:, None]) / support, 0, None)
+    return (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _canvases(y: np.ndarray, shapes: list[tuple[float, float]]) -> np.ndarray:
+    """For each kept (height, width) in grid pixels, the filtered luma of ``y`` spanning it, at the top
+    left of a grid canvas: (len(shapes), G, G)."""
+    out = np.zeros((len(shapes), GRID, GRID), np.float32)
+    for s, (h, w) in enumerate(shapes):
+        if float(h).is_integer() and float(w).is_integer():
+            small = _resize(y, (int(w), int(h)))
+        else:
+            rows = torch.from_numpy(_fraction_matrix(y.shape[0], h))
+            cols = torch.from_numpy(_fraction_matrix(y.shape[1], w))
+            small = (rows @ torch.from_numpy(np.ascontiguousarray(y)) @ cols.T).numpy()
+        out[s, :small.shape[0], :small.shape[1]] = _filtered(small)
+    return out
+
+
+def _moved(y: np.ndarray, shapes: list[tuple[float, float]], steps: list[tuple[float, float]]) -> torch.Tensor:
+    """The spectra of the canvases of ``shapes``, each moved by every sub-grid-pixel step (a crop of a
+    larger picture need not end on a grid pixel): (len(shapes) · len(steps), G, G/2 + 1)."""
+    k = torch.fft.fftfreq(GRID)
+    spectrum = torch.fft.rfft2(torch.from_numpy(_canvases(y, shapes)))
+    return torch.stack([spectrum * torch.exp(-2j * torch.pi * (k[:, None] * sy + k[None, : GRID // 2 + 1] * sx))
+                        for sy, sx in steps], dim=1).reshape(-1, GRID, GRID // 2 + 1)
+
+
+def _sync_residues(p_sync: np.ndarray) -> np.ndarray:
+    """(placements, SYNC_BITS) projections → how far each sync bit is from its lattice, in [0, 1):
+    uniform for a picture without the mark."""
+    sync, dither, _ = _key()
+    return 2 * np.abs(_residue(p_sync, sync[None], dither[None, :SYNC_BITS]))
+
+
+def _search(y: np.ndarray, shapes: list[tuple[float, float]], steps: list[tuple[float, float]]):
+    """The sync bits at every whole offset of every kept shape moved by every step, by cross-correlation.
+    Returns (residues (placements, SYNC_BITS), where: (shape, step, moved row, dy, dx) per placement, moved)."""
+    _, _, _, spectra = _marks()
+    moved = _moved(y, shapes, steps)
+    sync = spectra[None, :SYNC_BITS]
+    corr = np.concatenate([torch.fft.irfft2(part.conj()[:, None] * sync, s=(GRID, GRID)).numpy()  # in parts: less memory
+                           for part in moved.split(16)]) / GRID
+    rows, where = [], []
+    for s, (h, w) in enumerate(shapes):
+        for m, (sy, sx) in enumerate(steps):
+            ny, nx = int(np.floor(GRID - h - sy + 1e-9)) + 1, int(np.floor(GRID - w - sx + 1e-9)) + 1
+            rows.append(corr[s * len(steps) + m, :, :ny, :nx].reshape(SYNC_BITS, -1).T)
+            where += [(shapes[s], steps[m], s * len(steps) + m, dy, dx) for dy in range(ny) for dx in range(nx)]
+    return _sync_residues(np.concatenate(rows)), where, moved
+
+
+def _refine(y: np.ndarray, near: tuple) -> tuple[np.ndarray, list, torch.Tensor]:
+    """Around placement ``near`` (from `_search`): kept widths within half a grid pixel in quarter steps,
+    at quarter-pixel steps, at the whole offsets within one grid pixel; by direct projection."""
+    flat, _, _, _ = _marks()
+    (h0, w0), (sy0, sx0), _, dy0, dx0 = near
+    low = COARSE_WIDTHS[-1]
+    shapes = [(h0 + a, w0 + b) for a in FINE for b in FINE if low <= h0 + a <= GRID and low <= w0 + b <= GRID]
+    moved = _moved(y, shapes, QUARTERS)
+    frames = torch.fft.irfft2(moved, s=(GRID, GRID)).numpy()  # (shapes · steps, G, G)
+    rows, where = [], []
+    for s, (h, w) in enumerate(shapes):
+        for m, (sy, sx) in enumerate(QUARTERS):
+            r = s * len(QUARTERS) + m
+            for dy in range(int(np.floor(dy0 + sy0 - sy)) - 1, int(np.floor(dy0 + sy0 - sy)) + 2):
+                for dx in range(int(np.floor(dx0 + sx0 - sx)) - 1, int(np.floor(dx0 + sx0 - sx)) + 2):
+                    if 0 <= dy and dy + h + sy <= GRID + 1e-9 and 0 <= dx and dx + w + sx <= GRID + 1e-9:
+                        rows.append(np.roll(frames[r], (dy, dx), axis=(0, 1)).reshape(-1))
+                        where.append(((h, w), (sy, sx), r, dy, dx))
+    p_sync = flat[:SYNC_BITS] @ np.stack(rows).T / GRID  # (SYNC_BITS, placements)
+    return _sync_residues(p_sync.T), where, moved
 
 
 def detect(image: Image.Image, *, min_side: int = DETECT_MIN_SIDE) -> Detection:
@@ -266,42 +360,29 @@ def detect(image: Image.Image, *, min_side: int = DETECT_MIN_SIDE) -> Detection:
     if min(image.size) < min_side:
         return Detection(False, 1.0, 0, None, 0, (0.0, 0.0, 1.0, 1.0), too_small=True)
     y = luma(np.asarray(image.convert("RGB"), dtype=np.float32))
-    sync, dither, _ = _key()
-    flat, _, _, spectra = _marks()
+    _, dither, _ = _key()
+    flat, _, _, _ = _marks()
+    larger = max(image.size) > GRID
 
-    # 1. the filtered luma for every kept width, at the top-left of a grid canvas
-    shapes = [(h, w) for h in WIDTHS for w in WIDTHS]
-    canvases = np.zeros((len(shapes), GRID, GRID), np.float32)
-    for s, (h, w) in enumerate(shapes):
-        canvases[s, :h, :w] = _filtered(_resize(y, (w, h)))
-
-    # 2. the canvases moved by every sub-grid-pixel step (a crop of a larger picture need not end on
-    # a grid pixel), then the sync projections at every whole offset at once: a cross-correlation
-    steps = [(0.0, 0.0)] if max(image.size) <= GRID else [(a, b) for a in (0.0, 0.5) for b in (0.0, 0.5)]
-    k = torch.fft.fftfreq(GRID)
-    spectrum = torch.fft.rfft2(torch.from_numpy(canvases))
-    moved = torch.stack([spectrum * torch.exp(-2j * torch.pi * (k[:, None] * sy + k[None, : GRID // 2 + 1] * sx))
-                         for sy, sx in steps], dim=1).reshape(-1, GRID, GRID // 2 + 1)
-    corr = torch.fft.irfft2(moved.conj()[:, None] * spectra[None, :SYNC_BITS], s=(GRID, GRID)).numpy() / GRID
-    rows, where = [], []
-    for s, (h, w) in enumerate(shapes):
-        for m, (sy, sx) in enumerate(steps):
-            ny, nx = int(GRID - h - sy) + 1, int(GRID - w - sx) + 1
-            rows.append(corr[s * len(steps) + m, :, :ny, :nx].reshape(SYNC_BITS, -1).T)
-            where += [(s, m, dy, dx) for dy in range(ny) for dx in range(nx)]
-    p_sync = np.concatenate(rows)  # (placements, SYNC_BITS)
-
-    # 3. the placement where the sync bits sit closest to their lattices; its p-value
-    residue = 2 * np.abs(_residue(p_sync, sync[None], dither[None, :SYNC_BITS]))  # uniform on [0, 1) unmarked
-    total = residue.sum(1)
-    best = int(total.argmin())
-    p_value = min(1.0, len(p_sync) * irwin_hall_cdf(SYNC_BITS, float(total[best])))
+    # 1. where the sync bits sit closest to their lattices: for a picture of the grid's size every
+    # crop width of WIDTHS at whole offsets; for a larger one every whole width at half-pixel offsets,
+    # then the widths around the best in quarter pixels, at quarter-pixel offsets
+    if not larger:
+        residue, where, moved = _search(y, [(h, w) for h in WIDTHS for w in WIDTHS], [(0.0, 0.0)])
+    else:
+        halves = [(a, b) for a in (0.0, 0.5) for b in (0.0, 0.5)]
+        residue, where, moved = _search(y, [(h, w) for h in COARSE_WIDTHS for w in COARSE_WIDTHS], halves)
+        fine = _refine(y, where[int(residue.sum(1).argmin())])
+        if fine[0].sum(1).min() < residue.sum(1).min():
+            residue, where, moved = fine
+    totals = residue.sum(1)
+    best = int(totals.argmin())
+    p_value = min(1.0, placements(larger) * irwin_hall_cdf(SYNC_BITS, float(totals[best])))
     matched = int((residue[best] < 2 * SYNC_TOLERANCE).sum())
 
-    # 4. the hash bits there: which lattice each projection is nearer
-    s, m, dy, dx = where[best]
-    (h, w), (sy, sx) = shapes[s], steps[m]
-    frame = np.roll(torch.fft.irfft2(moved[s * len(steps) + m], s=(GRID, GRID)).numpy(), (dy, dx), axis=(0, 1))
+    # 2. the hash bits there: which lattice each projection is nearer
+    (h, w), (sy, sx), row, dy, dx = where[best]
+    frame = np.roll(torch.fft.irfft2(moved[row], s=(GRID, GRID)).numpy(), (dy, dx), axis=(0, 1))
     zero = _residue(flat[SYNC_BITS:] @ frame.reshape(-1) / GRID, np.zeros(HASH_BITS), dither[SYNC_BITS:])
     bits = np.abs(zero) > 0.25
     value = int("".join("1" if b else "0" for b in bits), 2)
