@@ -1,7 +1,7 @@
 """int8 for the built-in networks: ONNX Runtime's static quantization against fp32, on this machine.
 
 The generator and the upsampler (×4) are exported to ONNX as the ``onnx`` runtime exports them,
-then quantized with ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel int8 weights,
+then quantized as the int8 runtime quantizes them (`quantized_onnx`: QDQ, per-channel int8 weights,
 uint8 activations) calibrated on ``--calibrate`` inputs the engine draws from random specs. For
 each network and each of fp32 PyTorch (eager), fp32 ONNX Runtime and int8 ONNX Runtime: one input's
 latency p50 over ``--repeats`` calls, batched pictures/s (``--batch`` a call), the largest 8-bit
@@ -27,34 +27,13 @@ from _machine import machine
 
 from pixelchat.data.spec import complete_spec
 from pixelchat.engines import load_engine
-from pixelchat.engines.runtime import Scaled, _OnnxRunner, export_onnx
+from pixelchat.engines.runtime import Scaled, _OnnxRunner, export_onnx, quantized_onnx
 
 
 def inputs(engine, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents and random specs (completed from the prior) for ``seeds``."""
     specs = [complete_spec({}, engine.schema, s) for s in seeds]
     return engine.prepare_latents(seeds, None), engine.spec_tensor(specs)
-
-
-def quantize(fp32: Path, out: Path, calibration: list[tuple[np.ndarray, ...]]) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    names = _OnnxRunner(fp32, 1).names
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.rows = iter(calibration)
-
-        def get_next(self):
-            row = next(self.rows, None)
-            return None if row is None else dict(zip(names, row))
-
-    pre = out.with_name(out.stem + "-pre.onnx")
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
-    return out
 
 
 def at64(pictures: torch.Tensor) -> torch.Tensor:
@@ -108,16 +87,16 @@ def main() -> None:
         small = engine.generator(z, c)  # eager's 64 px pictures: the upsampler's held-out inputs
         cal_small = engine.generator(cal_z, cal_c)
     nets = {  # name → (network, one input, held-out inputs, calibration rows, the engine's export cache key)
-        "generator": (engine.generator, (z[:1], c[:1]), (z, c), [(a[None].numpy(), b[None].numpy()) for a, b in zip(cal_z, cal_c)],
+        "generator": (engine.generator, (z[:1], c[:1]), (z, c), [(a[None], b[None]) for a, b in zip(cal_z, cal_c)],
                       f"{engine.info.sha256[:16]}-generator"),
-        "upsampler x4": (up, (small[:1],), (small,), [(a[None].numpy(),) for a in cal_small],
+        "upsampler x4": (up, (small[:1],), (small,), [(a[None],) for a in cal_small],
                          f"{engine.info.upsampler['sha256'][:16]}-upsampler-x4"),
     }
     out = {"machine": machine(), "threads": torch.get_num_threads(), "n": args.n, "calibration": args.calibrate, "networks": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (module, one, many, calibration, key) in nets.items():
             fp32 = export_onnx(module, tuple(t[:1].expand(2, *t.shape[1:]).contiguous() for t in one), key)  # as the engine does
-            int8 = quantize(fp32, Path(tmp) / f"{name.split()[0]}-int8.onnx", calibration)
+            int8 = quantized_onnx(fp32, lambda: calibration, Path(tmp) / f"{name.split()[0]}-int8.onnx")  # the runtime's settings
             threads = torch.get_num_threads()
             runners = {"eager fp32": module, "onnx fp32": _OnnxRunner(fp32, threads), "onnx int8": _OnnxRunner(int8, threads)}
             batch = tuple(t[:args.batch] for t in many)

@@ -853,8 +853,9 @@ def serving_runtime(settings) -> str | None:
     if settings.backend == "ray" or engine_kind(settings.model, settings.engine) != "gan":
         return settings.runtime
     if settings.runtime is not None:
-        check_available(runtime_name(settings.runtime))
-        return runtime_name(settings.runtime)
+        name = runtime_name(settings.runtime)
+        check_available(name)
+        return name
     try:
         check_available("int8")
         return "int8"

@@ -146,10 +146,11 @@ def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], key:
     return path
 
 
-def quantized_onnx(fp32: Path, calibration: Callable[[], list[tuple[torch.Tensor, ...]]]) -> Path:
-    """The ONNX graph ``fp32`` quantized to int8 (cached beside it, by ONNX Runtime's version): static
-    quantization, QDQ, per-channel int8 weights and uint8 activations, their ranges (min-max) measured
-    on ``calibration()``'s rows. The same rows give the same file, so pictures stay reproducible."""
+def quantized_onnx(fp32: Path, calibration: Callable[[], list[tuple[torch.Tensor, ...]]], path: Path | None = None) -> Path:
+    """The ONNX graph ``fp32`` quantized to int8 (cached beside it, by ONNX Runtime's version, or written to
+    ``path``): static quantization, QDQ, per-channel int8 weights and uint8 activations, their ranges
+    (min-max) measured on ``calibration()``'s rows. The same rows give the same file, so pictures stay
+    reproducible."""
     import logging
     import tempfile
 
@@ -157,11 +158,11 @@ def quantized_onnx(fp32: Path, calibration: Callable[[], list[tuple[torch.Tensor
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    path = fp32.with_name(f"{fp32.stem}-int8-ort{onnxruntime.__version__}.onnx")
+    path = path or fp32.with_name(f"{fp32.stem}-int8-ort{onnxruntime.__version__}.onnx")
     with _export_lock:
         if path.is_file():
             return path
-        names = [i.name for i in onnxruntime.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_inputs()]
+        names = _OnnxRunner(fp32, 1).names
         rows = iter([dict(zip(names, (t.detach().contiguous().numpy() for t in row))) for row in calibration()])
 
         class Rows(CalibrationDataReader):

@@ -177,7 +177,7 @@ def _size_solve(width: int, height: int) -> np.ndarray:
     the detector, stretched to the picture (bicubic) and shrunk back to the grid (N_BITS, N_BITS).
     Solving with it, one correction of the amplitudes usually lands every projection: only the
     rounding to 8 bits and clipping are left for the loop in `embed`."""
-    _, marks, solve, _ = _marks()
+    flat, marks, solve, _ = _marks()
     if (width, height) == (GRID, GRID):
         return solve
     up = torch.from_numpy(_resize_matrix(GRID, height, Image.Resampling.BICUBIC))
@@ -185,7 +185,6 @@ def _size_solve(width: int, height: int) -> np.ndarray:
     down = torch.from_numpy(_resize_matrix(height, GRID, Image.Resampling.BILINEAR))
     back = torch.from_numpy(_resize_matrix(width, GRID, Image.Resampling.BILINEAR))
     seen = ((down @ up) @ torch.from_numpy(marks) @ (back @ across).T).numpy()  # (N_BITS, G, G): each mark, round trip
-    flat, _, _, _ = _marks()
     response = _filtered(seen).reshape(N_BITS, -1) @ flat.T / GRID  # [j, i]: projection i of mark j
     return np.linalg.inv(response.T.astype(np.float64))
 
@@ -198,8 +197,9 @@ def embed(image: Image.Image, hash32: int, *, min_side: int = MIN_SIDE) -> Image
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     bits = payload_bits(hash32)
     _, dither, _ = _key()
-    _, marks, _, _ = _marks()
-    solve = _size_solve(*image.size) if max(image.size) <= MATRIX_SIDE else _marks()[2]
+    _, marks, solve, _ = _marks()
+    if max(image.size) <= MATRIX_SIDE:
+        solve = _size_solve(*image.size)
     p = _projections(_resize(luma(rgb), (GRID, GRID)))
     target = p - _residue(p, bits, dither) * STEP  # the nearest lattice point of each bit
     amp = np.zeros(N_BITS)
