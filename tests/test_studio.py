@@ -85,11 +85,19 @@ def open_as(browser, base_url):
         form.get_by_label("Password").fill(PASSWORDS[name])
         form.get_by_label("Password").press("Enter")  # the keyboard alone signs in
         expect(page.locator("#me")).to_have_text(name)
+        # signed in once the first view is shown (the page loads styles, sizes and rooms first)
+        expect(page.locator("body")).to_have_attribute("data-view", re.compile(r"^(?!login$)\w+$"))
         return page
 
     yield open_as
     for context in contexts:
         context.close()
+
+
+def tab(page, view: str) -> None:
+    """Open a view by its tab, and wait until it shows: typing before then would land nowhere."""
+    page.locator(f'#tabs a[data-view="{view}"]').click()
+    expect(page.locator(f"#view-{view}")).to_be_visible()
 
 
 def shot(page, name: str) -> None:
@@ -114,7 +122,7 @@ def pixels(page, selector: str) -> bytes:
 
 
 def new_conversation(page, title: str = "", room: str | None = None) -> None:
-    page.locator('#tabs a[data-view="chat"]').click()
+    tab(page, "chat")
     page.locator("#session-title").fill(title)
     if room:
         page.locator("#session-room").select_option(label=room)
@@ -207,7 +215,7 @@ def test_sign_in_refine_in_two_turns_and_branch_from_history(browser, base_url, 
 
 def test_live_preview_follows_the_words_while_typing(open_as):
     page = open_as("ada")
-    page.locator('#tabs a[data-view="create"]').click()
+    tab(page, "create")
     page.locator("#seed").fill("7")
     page.locator("#seed").dispatch_event("change")
     prompt = page.locator("#prompt")
@@ -245,7 +253,7 @@ def test_live_preview_follows_the_words_while_typing(open_as):
 
 def test_draw_4_keeps_the_previewed_seed_and_shows_seeds(open_as):
     page = open_as("ada")
-    page.locator('#tabs a[data-view="create"]').click()
+    tab(page, "create")
     page.locator("#prompt").press_sequentially("hills by a lake at dawn", delay=20)
     expect(page.locator("#preview")).to_have_attribute("data-prompt", "hills by a lake at dawn")
     seed = int(re.search(r"seed (\d+)", page.locator("#preview-caption").inner_text())[1])
@@ -264,7 +272,7 @@ def test_describe_an_upload_then_edit_a_painted_region(open_as, tmp_path):
                           "--json"], capture_output=True, text=True, check=True)
     picture = json.loads(out.stdout)["files"][0]
     page = open_as("ada")
-    page.locator('#tabs a[data-view="describe"]').click()
+    tab(page, "describe")
     page.locator("#file").set_input_files(picture)
     expect(page.locator("#description")).to_be_visible()
     assert page.locator("#caption").inner_text().strip()
@@ -310,14 +318,14 @@ def test_every_refusal_is_said_plainly(open_as, status, headers, error, said):
     body = json.dumps({"error": {"type": "invalid_request_error", "param": None, **error}})
     page.route("**/api/preview", lambda route: route.fulfill(status=status, headers=headers, body=body,
                                                               content_type="application/json"))
-    page.locator('#tabs a[data-view="create"]').click()
+    tab(page, "create")
     page.locator("#prompt").press_sequentially("a lake", delay=20)
     expect(page.locator("#notice")).to_contain_text(said)
 
 
 def test_a_room_shares_turns_live_and_the_server_refuses_a_viewer(open_as):
     ada, bob = open_as("ada"), open_as("bob")
-    ada.locator('#tabs a[data-view="rooms"]').click()
+    tab(ada, "rooms")
     ada.locator("#room-name").fill("Lakeside")
     ada.get_by_role("button", name="Create").click()
     expect(ada.locator("#room-title")).to_have_text("Lakeside")
@@ -343,7 +351,7 @@ def test_a_room_shares_turns_live_and_the_server_refuses_a_viewer(open_as):
     shot(bob, "room-shared-conversation")
 
     # ada makes bob a viewer: his page offers nothing to change, and a forced attempt is refused by the server
-    ada.locator('#tabs a[data-view="rooms"]').click()
+    tab(ada, "rooms")
     ada.locator("#rooms a", has_text="Lakeside").click()
     ada.get_by_label("Role of bob").select_option("viewer")
     expect(ada.locator("#status")).to_contain_text("bob is now viewer")
@@ -362,12 +370,12 @@ def test_a_room_shares_turns_live_and_the_server_refuses_a_viewer(open_as):
 
 def test_rate_vote_gallery_search_and_download(open_as):
     page = open_as("cy")
-    page.locator('#tabs a[data-view="create"]').click()
+    tab(page, "create")
     page.locator("#prompt").fill("snowy peaks at dawn")
     page.get_by_role("button", name="Draw 4").click()
     expect(page.locator("#variations li.card")).to_have_count(4)
 
-    page.locator('#tabs a[data-view="gallery"]').click()
+    tab(page, "gallery")
     expect(page.locator("#gallery li.card")).to_have_count(4)
     page.locator("#q").fill("lighthouse")
     page.get_by_role("button", name="Search").click()
@@ -383,7 +391,7 @@ def test_rate_vote_gallery_search_and_download(open_as):
     rating = page.evaluate("async (id) => (await fetch(`/api/images/${id}/rating`)).json()", image_id)
     assert rating["mine"] == 4
     page.reload()  # the stars come back from the server
-    page.locator('#tabs a[data-view="gallery"]').click()
+    tab(page, "gallery")
     rated = page.locator(f'#gallery li.card[data-id="{image_id}"] .stars')
     expect(rated).to_have_attribute("data-rated", "4")
     expect(rated.locator("input:checked")).to_have_value("4")
@@ -422,7 +430,7 @@ def test_votes_between_two_models_rank_them_on_the_leaderboard(open_as, tmp_path
                 proc.wait(60)
     try:
         page = open_as("ada", url)
-        page.locator('#tabs a[data-view="compare"]').click()
+        tab(page, "compare")
         expect(page.locator("#duel-a")).to_have_attribute("data-id", re.compile(r"[0-9a-f]{32}"))
         page.keyboard.press("ArrowLeft")  # the left one wins
         expect(page.locator("#leaderboard tbody tr")).to_have_count(2)
@@ -440,20 +448,19 @@ def test_a_phone_sized_screen_has_no_sideways_scrolling(open_as):
     page = open_as("ada", viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
                    has_touch=True)
     for view in ("create", "chat", "describe", "gallery", "compare", "rooms"):
-        page.locator(f'#tabs a[data-view="{view}"]').click()
-        expect(page.locator(f"#view-{view}")).to_be_visible()
+        tab(page, view)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{view} is {overflow}px wider than the screen"
-    for tab in page.locator("#tabs a").all():  # every tab on screen, none cut off
-        box = tab.bounding_box()
-        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, tab.inner_text()
+    for link in page.locator("#tabs a").all():  # every tab on screen, none cut off
+        box = link.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, link.inner_text()
 
     def on_screen(selector: str) -> None:
         box = page.locator(selector).bounding_box()
         assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844, f"{selector} is off screen: {box}"
 
     # Create: the live preview and the prompt together
-    page.locator('#tabs a[data-view="create"]').click()
+    tab(page, "create")
     page.locator("#prompt").press_sequentially("a lake at noon", delay=20)
     expect(page.locator("#preview")).to_have_attribute("data-prompt", "a lake at noon")
     page.evaluate("window.scrollTo(0, 0)")
@@ -483,7 +490,7 @@ def test_compare_pairs_pictures_of_one_prompt_and_counts_the_vote(open_as):
             return r.status;
         }""", prompt)
         assert drawn == 200  # three pictures a prompt: three pairs each, more than the rounds below
-    page.locator('#tabs a[data-view="compare"]').click()
+    tab(page, "compare")
     for _ in range(3):  # every pair shown is like with like
         expect(page.locator("#duel-a")).to_have_attribute("data-id", re.compile(r"[0-9a-f]{32}"))
         assert page.locator("#duel-a-caption").inner_text() == page.locator("#duel-b-caption").inner_text()
@@ -528,7 +535,7 @@ def test_a_first_run_on_loopback_offers_a_one_click_local_account(browser, tmp_p
         page.goto("/")
         page.get_by_role("button", name="Start with a local account").click()
         expect(page.locator("#me")).to_have_text("local")
-        page.locator('#tabs a[data-view="create"]').click()
+        tab(page, "create")
         expect(page.locator("#view-create")).to_be_visible()
         page.locator("#prompt").press_sequentially("a lake at noon", delay=20)
         expect(page.locator("#preview")).to_have_attribute("data-prompt", "a lake at noon")
@@ -549,7 +556,7 @@ def test_a_first_run_on_loopback_offers_a_one_click_local_account(browser, tmp_p
 
 def test_the_size_choice_lists_what_the_model_draws_and_the_preview_follows_it(open_as):
     page = open_as("ada")
-    page.locator('#tabs a[data-view="create"]').click()
+    tab(page, "create")
     expect(page.locator("#size option")).to_have_text(["64 × 64", "256 × 256", "512 × 512"])
     expect(page.locator("#size")).to_have_value("256x256")  # the model's default
     page.locator("#size").select_option("64x64")
@@ -558,7 +565,7 @@ def test_the_size_choice_lists_what_the_model_draws_and_the_preview_follows_it(o
     expect(page.locator("#preview-caption")).to_contain_text("64 × 64")
     assert page.evaluate("() => document.querySelector('#preview').naturalWidth") == 64
     page.reload()
-    page.locator('#tabs a[data-view="create"]').click()
+    tab(page, "create")
     expect(page.locator("#size")).to_have_value("64x64")  # the choice is kept
     assert not page.errors
 
