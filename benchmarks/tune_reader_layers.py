@@ -35,10 +35,7 @@ def lower_states(encoder, captions: list[str], top: int) -> tuple[torch.Tensor, 
     out = []
     with torch.inference_mode():
         for i in range(0, len(captions), 512):
-            x = bert.embeddings(ids[i:i + 512], torch.zeros_like(ids[i:i + 512]))
-            for layer in bert.encoder.layer[:len(bert.encoder.layer) - top]:
-                x = layer(x, mask[i:i + 512].bool())
-            out.append(x.half())
+            out.append(bert(ids[i:i + 512], mask[i:i + 512], layers=len(bert.encoder.layer) - top).half())
     return torch.cat(out), mask
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,8 @@ def test_the_create_form_sends_steps_guidance_and_scheduler(studio):
 
     page = studio
     expect(page.locator("#me")).to_have_text("ada")
+    # signed in once the first view shows (the page loads styles, sizes and settings first)
+    expect(page.locator("body")).to_have_attribute("data-view", re.compile(r"^(?!login$)\w+$"))
     page.locator('#tabs a[data-view="create"]').click()
     expect(page.locator("#pipeline-settings")).to_be_visible()
     expect(page.locator("#steps")).to_have_value("25")

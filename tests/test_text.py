@@ -67,6 +67,20 @@ def test_our_bert_gives_the_states_transformers_gives(encoder):
     assert encoder.weights_sha256 == reference.weights_sha256  # checkpoints trained with either load with either
 
 
+def test_bert_stops_after_the_layers_asked_for(encoder):
+    """layers=k gives the states after the first k layers, which the remaining layers finish."""
+    bert, batch = encoder.model, encoder.tokenizer(["a lake at night", "snowy peaks"], padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.inference_mode():
+        full = bert(ids, mask)
+        lower = bert(ids, mask, layers=4)
+        for layer in bert.encoder.layer[4:]:
+            lower = layer(lower, mask.bool())
+        embedded = bert(ids, mask, layers=0)
+    assert torch.allclose(lower, full, atol=1e-6) and not torch.allclose(bert(ids, mask, layers=4), full, atol=1e-3)
+    assert torch.equal(embedded, bert.embeddings(ids, torch.zeros_like(ids)))
+
+
 def test_loading_the_encoder_does_not_import_transformers():
     import subprocess
     import sys

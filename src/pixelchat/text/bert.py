@@ -162,11 +162,12 @@ class Bert(nn.Module):
         self.pooler = Pooler(cfg)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+                token_type_ids: torch.Tensor | None = None, layers: int | None = None) -> torch.Tensor:
+        """layers: run only the first so many layers (default: all), for whoever trains the rest."""
         types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         x = self.embeddings(input_ids, types)
         keep = attention_mask.bool()
-        for layer in self.encoder.layer:
+        for layer in self.encoder.layer[:layers]:
             x = layer(x, keep)
         return x
 
