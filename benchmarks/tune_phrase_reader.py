@@ -26,13 +26,12 @@ import re
 import time
 
 import torch
-import torch.nn.functional as F
 
 from _machine import machine
 
 from pixelchat.data import captions as C
 from pixelchat.data.scenes import SCHEMA
-from pixelchat.text.encoder import load_text_encoder
+from pixelchat.text.encoder import TextEncoder
 from pixelchat.text.reader import Reading, caption_set, load_reader, read_prompts, reader_scores
 
 WORD = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
@@ -42,19 +41,11 @@ def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def pool(phrasings: tuple[list[str], list[str]], split: str) -> list[str]:
-    """The phrasings ``split`` draws from (as captions._pick does)."""
-    train, heldout = phrasings
-    if split == "train":
-        return list(train)
-    if split == "fit":
-        distinct = list(dict.fromkeys(train))
-        return distinct if len(distinct) < 2 else distinct[:-1]
-    raise ValueError(f"memory split must be train or fit, got {split!r}")
-
-
 def memory(split: str) -> list[tuple[str, dict[str, str]]]:
-    """(phrase, what it states) for every phrasing ``split`` uses."""
+    """(phrase, what it states) for every phrasing ``split`` (train or fit) uses."""
+    if split not in ("train", "fit"):
+        raise ValueError(f"memory split must be train or fit, got {split!r}")
+    pool = C.split_phrasings
     out = []
     adjectives = pool(C.SNOW_ADJ, split)
     for terrain, phrasings in C.TERRAIN.items():
@@ -81,26 +72,21 @@ def memory(split: str) -> list[tuple[str, dict[str, str]]]:
 
 class PhraseReader:
     def __init__(self, encoder, phrases: list[tuple[str, dict[str, str]]], span: int):
+        """encoder: one whose cache holds every span read (the embeddings are unit vectors)."""
         self.encoder, self.phrases, self.span = encoder, phrases, span
-        self.cache: dict[str, torch.Tensor] = {}
-        self.keys = self.embed([p for p, _ in phrases])
+        self.keys = encoder.embed([p for p, _ in phrases])
 
-    def embed(self, texts: list[str]) -> torch.Tensor:
-        new = list(dict.fromkeys(t for t in texts if t not in self.cache))
-        for i in range(0, len(new), 1024):
-            for t, e in zip(new[i:i + 1024], self.encoder.encode(new[i:i + 1024], batch_size=256).pooled):
-                self.cache[t] = e
-        return F.normalize(torch.stack([self.cache[t] for t in texts]), dim=-1)
-
-    def spans(self, n: int) -> list[tuple[int, int]]:
-        return [(i, j) for i in range(n) for j in range(i + 1, min(n, i + self.span) + 1)]
+    @staticmethod
+    def spans(longest: int, n: int) -> list[tuple[int, int]]:
+        """Every (start, end) of up to ``longest`` of ``n`` words."""
+        return [(i, j) for i in range(n) for j in range(i + 1, min(n, i + longest) + 1)]
 
     def read(self, prompt: str, base: float) -> Reading:
         w = words(prompt)
-        spans = self.spans(len(w))
+        spans = self.spans(self.span, len(w))
         if not spans:
             return Reading({})
-        sim, nearest = (self.embed([" ".join(w[i:j]) for i, j in spans]) @ self.keys.T).max(1)
+        sim, nearest = (self.encoder.embed([" ".join(w[i:j]) for i, j in spans]) @ self.keys.T).max(1)
         score = {s: (float(c), int(k)) for s, c, k in zip(spans, sim, nearest)}
         best, back = [0.0] * (len(w) + 1), [(0, None)] * (len(w) + 1)
         for j in range(1, len(w) + 1):
@@ -141,14 +127,15 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}; {vars(args)}")
-    encoder = load_text_encoder()
     phrases = memory(args.memory)
     captions, named = caption_set(args.n, 1, args.test)
     schema = {k: list(v) for k, v in SCHEMA.items()}
+    spans = {" ".join(words(c)[i:j]) for c in captions for i, j in PhraseReader.spans(args.span, len(words(c)))}
+    encoder = TextEncoder(cache_size=len(spans) + len(phrases))  # every span embedded once, then read from the cache
     t0 = time.perf_counter()
     reader = PhraseReader(encoder, phrases, args.span)
-    reader.embed([" ".join(words(c)[i:j]) for c in captions for i, j in reader.spans(len(words(c)))])
-    print(f"{len(phrases)} memory phrasings; {len(reader.cache)} spans embedded in {time.perf_counter() - t0:.0f} s")
+    encoder.embed(sorted(spans), batch_size=256)
+    print(f"{len(phrases)} memory phrasings; {len(spans)} spans embedded in {time.perf_counter() - t0:.0f} s")
     head = "| reader | " + " | ".join(SCHEMA) + " | mean | exact |"
     print(head + "\n|" + "---|" * (len(SCHEMA) + 3))
     results = {"network": reader_scores(read_prompts(load_reader(), encoder, captions, patterns=False), named, schema)}

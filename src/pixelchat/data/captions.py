@@ -92,19 +92,25 @@ MENTION_P = {"time": 0.6, "celestial": 0.35, "clouds": 0.55, "terrain": 0.8, "sn
 NEGATIVE_P = 0.35  # chance to name an absent thing ("with no trees") when it is drawn to be named
 
 
-def _pick(rng: np.random.Generator, phrasings: tuple[list[str], list[str]], split: str) -> str:
+def split_phrasings(phrasings: tuple[list[str], list[str]], split: str) -> list[str]:
+    """The phrasings ``split`` draws from; "heldout" mixes at random (see `_pick`): here all of them."""
     train, heldout = phrasings
     if split == "train":
-        pool = train
-    elif split == "eval":
-        pool = heldout
-    elif split == "heldout":
-        pool = heldout if rng.random() < 0.7 else train + heldout
-    elif split in ("fit", "tune"):
+        return train
+    if split == "eval":
+        return heldout
+    if split in ("fit", "tune"):
         distinct = list(dict.fromkeys(train))
-        pool = distinct if len(distinct) < 2 else (distinct[:-1] if split == "fit" else distinct[-1:])
+        return distinct if len(distinct) < 2 else (distinct[:-1] if split == "fit" else distinct[-1:])
+    return train + heldout
+
+
+def _pick(rng: np.random.Generator, phrasings: tuple[list[str], list[str]], split: str) -> str:
+    if split == "heldout":
+        train, heldout = phrasings
+        pool = heldout if rng.random() < 0.7 else train + heldout
     else:
-        pool = train + heldout
+        pool = split_phrasings(phrasings, split)
     return pool[rng.integers(len(pool))]
 
 
