@@ -23,6 +23,20 @@ def test_reads_every_caption_the_dataset_writes(split):
         assert read_attributes(caption) == {k: a[k] for k in named}, caption
 
 
+@pytest.mark.parametrize("prompt, expected", [
+    ("a lake with no sun", {"celestial": "none", "water": "lake"}),  # a negated sun is no sun
+    ("hills without the moon", {"celestial": "none", "terrain": "hills"}),
+    ("a moonless night", {"time": "night", "celestial": "none"}),
+    ("a windswept plain under gray skies", {"clouds": "many", "cloud_color": "gray", "terrain": "plain"}),
+    ("a stormy sea", {"clouds": "many", "cloud_color": "gray", "water": "sea"}),
+    ("a storm over the hills", {"clouds": "many", "cloud_color": "gray", "terrain": "hills"}),
+    ("a starlit desert", {"time": "night", "terrain": "desert"}),
+    ("a thunderstorm", {}),  # a word of bench_nearest's out-of-vocabulary rows stays unknown
+])
+def test_reads_everyday_sky_words(prompt, expected):
+    assert read_attributes(prompt) == expected
+
+
 def test_scene_prompt_reads_back():
     rng = np.random.default_rng(6)
     for _ in range(200):

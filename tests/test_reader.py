@@ -9,7 +9,7 @@ import pytest
 from pixelchat.data.scenes import SCHEMA
 from pixelchat.text.encoder import load_text_encoder
 from pixelchat.text.reader import (
-    caption_set, load_reader, read_prompt, read_prompts, reader_scores, reading_labels, train_reader,
+    caption_set, drop_conflicts, load_reader, read_prompt, read_prompts, reader_scores, reading_labels, train_reader,
 )
 
 SCENES = {k: list(v) for k, v in SCHEMA.items()}
@@ -97,6 +97,22 @@ def test_the_network_reads_only_what_the_patterns_leave_unexplained():
     # next to the patterns, only readings drawn from the unexplained word stay
     alone = read_prompt(load_reader(), encoder, "a cottage with a canoe", patterns=False)
     assert set(reading.values) - {"house", "boat"} <= set(alone.values) - {"house", "boat"}
+
+
+@pytest.mark.parametrize("values, by, kept", [
+    ({"boat": "yes", "water": "none"}, {"boat": "network", "water": "pattern"}, {"water": "none"}),
+    ({"celestial": "moon", "time": "day"}, {"celestial": "pattern", "time": "network"}, {"celestial": "moon"}),
+    ({"clouds": "none", "cloud_color": "gray"}, {"clouds": "network", "cloud_color": "network"}, {"cloud_color": "gray"}),
+    ({"celestial": "sun", "time": "night"}, {"celestial": "pattern", "time": "pattern"},  # the prompt's own: it stays
+     {"celestial": "sun", "time": "night"}),
+])
+def test_a_network_reading_that_contradicts_another_is_dropped(values, by, kept):
+    confidence = {k: 1.0 if b == "pattern" else 0.6 for k, b in by.items()}
+    if "clouds" in by:
+        confidence["clouds"] = 0.5  # the less sure of two network readings goes
+    values, by = dict(values), dict(by)
+    drop_conflicts(values, confidence, by)
+    assert values == kept and set(by) == set(kept) and set(confidence) == set(kept)
 
 
 def test_token_offsets_point_into_the_prompt():

@@ -36,6 +36,14 @@ def test_completion_respects_every_constraint(said):
         assert all(spec.values[k] == v for k, v in said.items())
 
 
+def test_a_cloud_colour_said_is_drawn_on_clouds():
+    # "pink clouds over the hills" names a colour and no count: no completion may draw a cloudless sky
+    for seed in range(100):
+        spec = complete_spec({"cloud_color": "pink", "terrain": "hills"}, SCENES, seed)
+        assert spec.values["clouds"] != "none" and spec.values["cloud_color"] == "pink"
+    assert complete_spec({"clouds": "none", "cloud_color": "pink"}, SCENES, 0).values["clouds"] == "none"  # said
+
+
 def test_completion_follows_the_prior():
     # the renderer draws snow in 30% of scenes: the completion does too (60 seeds: well inside 5-60%)
     snowy = np.mean([complete_spec({}, SCENES, s).values["snow"] == "yes" for s in range(200)])

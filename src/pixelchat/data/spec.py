@@ -113,17 +113,21 @@ def complete_spec(partial: dict[str, str], schema: dict[str, list[str]], seed: i
     """``partial`` (what was said) completed from the data's prior, reproducibly from ``seed``.
 
     For scenes the prior is the renderer's own (`sample_attributes` with the said values pinned, drawn
-    again while a constraint fails), so every constraint holds and open attributes follow the data's
-    frequencies; for any other schema every value is equally likely."""
+    again while a constraint fails, or while a cloud colour said falls on a cloudless sky), so every
+    constraint holds and open attributes follow the data's frequencies; for any other schema every
+    value is equally likely."""
     check_values(partial, schema)
     rng = np.random.default_rng([seed, 0x5EC])
     if is_scenes(schema):
+        # a cloud colour said asks for clouds: a draw of a cloudless sky for it counts as breaking a constraint
+        wants_clouds = "cloud_color" in partial and "clouds" not in partial
         for _ in range(1000):  # what was said is pinned; a draw that breaks a constraint is drawn again
             try:
                 values = sample_attributes(rng, partial)
-                break
             except ValueError:
                 continue
+            if not (wants_clouds and values["clouds"] == "none"):
+                break
         else:  # pragma: no cover - check_compatible refuses what cannot be completed
             raise SpecError(f"no scene has {partial}")
     else:

@@ -23,6 +23,7 @@ CLOUD_COLOUR_WORDS = {"fluffy white": "white", "snow-white": "white", "white": "
                       "pink": "pink", "rosy": "pink", "gray": "gray", "grey": "gray", "dark": "gray", "stormy": "gray"}
 FEW = r"(?:a few|some|scattered|a couple of|a single|one|a|two|three)"
 MANY = r"(?:many|lots of|a lot of|heavy|rising|thick|plenty of|a sky full of|sky full of|full of|dense)"
+GRAY_SKY = r"(?:gray|leaden|stormy|overcast) sk(?:y|ies)|stormy(?: weather)?|storms?|storm clouds"  # many gray clouds
 NEG = r"(?:no|without|not a single|not any|not a|free of|never a|none of the)(?: a| an| any| the)?"
 
 # (pattern, attribute, value): what a phrase names. Longer matches win over the words inside them.
@@ -30,16 +31,17 @@ PHRASES: list[tuple[str, str, str]] = [
     # time
     (r"by day|during the day|in daylight|daylight|daytime|day-time|noon|midday|morning|afternoon|day", "time", "day"),
     (r"sunset|sundown|dusk|evening|twilight|golden hour", "time", "sunset"),
-    (r"nighttime|night-time|night|after dark|midnight|starry|stars", "time", "night"),
+    (r"nighttime|night-time|night|after dark|midnight|starry|stars|starlit|starlight|star-lit", "time", "night"),
     # sun and moon
-    (rf"{NEG} (?:any )?sun or moon|neither sun nor moon|{NEG} (?:any )?sun or moon in the sky", "celestial", "none"),
+    (rf"{NEG} (?:any )?sun or moon|neither sun nor moon|{NEG} (?:any )?sun or moon in the sky|"
+     rf"{NEG} (?:sun|moon)(?:light|shine)?|sunless|moonless", "celestial", "none"),
     (r"sun|sunny|sunshine|sunlit|shining sun", "celestial", "sun"),
     (r"moon|moonlit|moonlight|full moon", "celestial", "moon"),
     # clouds and their colour
     (r"clear sky|cloudless(?: sky)?|not a cloud in the sky|not a cloud|no clouds?|without clouds?", "clouds", "none"),
     (rf"{FEW} (?:{COLOUR} )?clouds?|dotted with clouds", "clouds", "few"),
-    (rf"{MANY} (?:{COLOUR} )?clouds|cloudy|overcast(?: sky)?|leaden sky", "clouds", "many"),
-    (r"overcast(?: sky)?|leaden sky", "cloud_color", "gray"),
+    (rf"{MANY} (?:{COLOUR} )?clouds|cloudy|overcast(?: sky)?|{GRAY_SKY}", "clouds", "many"),
+    (rf"overcast(?: sky)?|{GRAY_SKY}", "cloud_color", "gray"),
     # terrain
     (r"mountains?|mountain range|mountainous|peaks?|alpine|summits?", "terrain", "mountains"),
     (r"hills?|hilly|hillside|slopes?", "terrain", "hills"),

@@ -140,10 +140,38 @@ def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns:
         by = {k: "network" for k in values}
         for _, _, name, value in mentions[i]:  # the later of two mentions of one attribute wins
             values[name], confidence[name], by[name] = value, 1.0, "pattern"
+        if gated:
+            drop_conflicts(values, confidence, by)
         order = [k for k in schema if k in values]
         out.append(Reading({k: values[k] for k in order}, {k: round(confidence[k], 4) for k in order},
                            {k: by[k] for k in order}))
     return out
+
+
+def conflicts(values: dict[str, str]) -> list[tuple[str, str]]:
+    """Pairs of scenes attributes whose read values cannot hold together: what the schema forbids (a boat
+    on no water, the sun at night, the moon by day) and a cloud colour for a cloudless sky."""
+    v, out = values, []
+    if v.get("boat") == "yes" and v.get("water") == "none":
+        out.append(("boat", "water"))
+    if v.get("celestial") == "sun" and v.get("time") == "night":
+        out.append(("celestial", "time"))
+    if v.get("celestial") == "moon" and v.get("time") in ("day", "sunset"):
+        out.append(("celestial", "time"))
+    if v.get("clouds") == "none" and "cloud_color" in v:
+        out.append(("clouds", "cloud_color"))
+    return out
+
+
+def drop_conflicts(values: dict[str, str], confidence: dict[str, float], by: dict[str, str]) -> None:
+    """Where a network reading contradicts another reading, drop it (in place): the less confident of two
+    network readings, the network's against the patterns'. Contradictions the patterns read both sides of
+    are the prompt's own and stay, to be refused with the schema's reason."""
+    for a, b in conflicts(values):
+        network = [k for k in (a, b) if by.get(k) == "network"]
+        if network:
+            drop = min(network, key=lambda k: confidence[k])
+            del values[drop], confidence[drop], by[drop]
 
 
 def read_prompt(reader: PromptReader, encoder, prompt: str, *, patterns: bool = True) -> Reading:
