@@ -69,6 +69,14 @@ def test_scene_prompt_reads_back():
     ("remove the sun", {"celestial": "none"}),
     ("with a clear sky", {"clouds": "none"}),
     ("remove the lake", {"water": "none"}),
+    ("can you make the clouds a bit pinker", {"cloud_color": "pink"}),
+    ("a bit more cloudy", {"clouds": "many"}),
+    ("make it cloudier", {"clouds": "many"}),
+    ("less cloudy", {"clouds": "none"}),
+    ("make it snowier", {"snow": "yes"}),
+    ("make it stormy", {"clouds": "many", "cloud_color": "gray"}),
+    ("Can you remove the trees?", {"trees": "none"}),  # a polite lead-in is not part of the instruction
+    ("could you please add a boat", {"boat": "yes"}),
 ])
 def test_instructions_change_what_they_name(instruction, changes):
     r = apply_instruction(NOW, instruction)

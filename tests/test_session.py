@@ -28,6 +28,14 @@ def test_a_scripted_conversation(tiny_model):
     assert s.turn("draw a desert").kind == "generate" and s.node.prompt == "a desert"
 
 
+def test_a_polite_request_is_an_edit_and_a_question_stays_a_question(tiny_model):
+    s = Session(model=tiny_model, seed=5)
+    s.turn("hills with a forest by a lake")
+    asked = s.turn("Could you please remove the trees?")
+    assert asked.kind == "edit" and asked.node.attributes["trees"] == "none"
+    assert s.turn("can you see a boat?").kind == "describe"
+
+
 def test_undo_goto_and_branches(tiny_model):
     s = Session(model=tiny_model, seed=1)
     s.turn("a plain by day")

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pixelchat.data.captions import scene_prompt
 from pixelchat.data.scenes import SCHEMA
 
-COLOUR = r"(?:fluffy white|snow-white|pastel pink|white|pink|rosy|gray|grey|dark|stormy)"
+COLOUR = r"(?:fluffy white|snow-white|pastel pink|white|pink|rosy|gray|grey|dark|stormy|pinker|rosier|grayer|whiter)"
 OTHER_COLOUR = r"(?:purple|violet|red|crimson|blue|green|yellow|orange|brown|black|turquoise|teal)"
 CLOUD_COLOUR_WORDS = {"fluffy white": "white", "snow-white": "white", "white": "white", "pastel pink": "pink",
-                      "pink": "pink", "rosy": "pink", "gray": "gray", "grey": "gray", "dark": "gray", "stormy": "gray"}
+                      "pink": "pink", "rosy": "pink", "gray": "gray", "grey": "gray", "dark": "gray", "stormy": "gray",
+                      "pinker": "pink", "rosier": "pink", "grayer": "gray", "whiter": "white"}
 FEW = r"(?:a few|some|scattered|a couple of|a single|one|a|two|three)"
 MANY = r"(?:many|lots of|a lot of|heavy|rising|thick|plenty of|a sky full of|sky full of|full of|dense)"
 GRAY_SKY = r"(?:gray|leaden|stormy|overcast) sk(?:y|ies)|stormy(?: weather)?|storms?|storm clouds"  # many gray clouds
@@ -66,7 +67,8 @@ PHRASES: list[tuple[str, str, str]] = [
     (r"boats?|sailboats?|sailing ship|ships?|vessels?|yacht", "boat", "yes"),
 ]
 _COMPILED = [(re.compile(rf"\b(?:{p})\b"), a, v) for p, a, v in PHRASES]
-_CLOUD_COLOUR = re.compile(rf"\b({COLOUR})(?: \w+)? clouds?\b|\bclouds? (?:are |is |turn |in )?({COLOUR})\b")
+_CLOUD_COLOUR = re.compile(rf"\b({COLOUR})(?: \w+)? clouds?\b|\bclouds? (?:are |is |turn |in )?"
+                           rf"(?:a bit |a little |slightly |much |a lot )?({COLOUR})\b")
 
 # What each thing is when it is there and when it is gone (for add / remove).
 PRESENT = {"celestial": None, "clouds": "few", "snow": "yes", "water": None, "trees": "few", "house": "yes", "boat": "yes"}
@@ -86,8 +88,9 @@ VERB_ADD = re.compile(r"^(?:please )?(?:add|put|place|include|insert|draw|paint|
                       r"there should be|i want|let there be)\b")
 VERB_SET = re.compile(r"^(?:please )?(?:make|turn|change|switch|set|replace|swap|transform|convert|go|"
                       r"let it be|it should be|back to|now)\b")
-MORE = re.compile(r"\b(?:more|extra|increase|additional)\b")
+MORE = re.compile(r"\b(?:more|extra|increase|additional|cloudier|snowier)\b")
 LESS = re.compile(r"\b(?:less|fewer|reduce|decrease|thin out)\b")
+LADDER_WORDS = {"clouds": r"cloudy|cloudier", "snow": r"snowy|snowier", "trees": r"wooded|forested"}  # "less cloudy"
 DARKER = re.compile(r"\b(?:darker|dimmer|later)\b")
 BRIGHTER = re.compile(r"\b(?:brighter|lighter|earlier)\b")
 EXAMPLES = "'make it night', 'add a boat', 'remove the trees', 'more clouds', 'make the clouds pink'"
@@ -97,7 +100,7 @@ KEEP = re.compile(r"^(?:and )?(?:keep|leave|otherwise|everything else|nothing el
 STOP = frozenset("""please make turn change switch set replace swap transform convert go add put place include insert
     draw paint show give bring back there should be i want let it its it's the a an some any into to with for by in on
     of and now instead look looks more picture image scene whole entire remove delete erase get rid take away out drop
-    eliminate lose clear hide no too very really bit little lot""".split())
+    eliminate lose clear hide no too very really bit little lot can could would will you me""".split())
 
 
 class InstructionError(ValueError):
@@ -206,11 +209,16 @@ class Revision:
                 "notes": self.notes, "free_text": self.free_text, "prompt": self.prompt}
 
 
+# A polite lead-in before a clause's verb ("can you remove the trees", "could you please add a boat").
+COURTESY = re.compile(r"^(?:(?:(?:can|could|would|will) (?:you|we)|kindly|(?:i'd|i would) like (?:you )?to|"
+                      r"i want you to|i'd love (?:you )?to|do you mind|please)\s+)+(?=\w)")
+
+
 def split_clauses(text: str) -> list[str]:
     parts = re.split(r"[,;.]| and then | then | and also | also | but | and (?=(?:make|add|remove|put|place|turn|change|"
                      r"set|switch|replace|swap|get rid|take|no|more|less|fewer|give|draw|paint|delete|drop|erase|"
                      r"clear|hide|cut|chop|melt|dry|drain|demolish|tear|build|cover|bring|show|let)\b)", text)
-    return [p.strip(" '") for p in parts if p and p.strip(" '")]
+    return [COURTESY.sub("", p.strip(" '")) for p in parts if p and p.strip(" '")]
 
 
 def nouns_in(clause: str) -> list[str]:
@@ -276,6 +284,7 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
         if MORE.search(clause) or LESS.search(clause):
             step = 1 if MORE.search(clause) else -1
             objects = [a for a in nouns_in(clause) if a in LADDERS]
+            objects += [a for a, rx in LADDER_WORDS.items() if a not in objects and re.search(rf"\b(?:{rx})\b", clause)]
             if not objects:
                 thing = re.sub(rf"{MORE.pattern}|{LESS.pattern}", "", clause).strip()
                 raise InstructionError(f"I can make more or fewer clouds or trees, or more or less snow, "
