@@ -351,3 +351,24 @@ def test_a_prompt_with_nothing_the_model_draws_draws_nothing_unless_asked(model,
     assert [t["kind"] for t in turns] == ["ask"] and turns[0]["file"] is None
     turns = [json.loads(line) for line in CliRunner().invoke(app, [*args, "--draw-anyway"]).stdout.splitlines()]
     assert [t["kind"] for t in turns] == ["generate"]
+
+
+def test_everyday_turns_are_routed_as_a_person_means_them(tiny_model):
+    s = Session(model=tiny_model, seed=5)
+    assert s.turn("what do you see?").reply.startswith("there is no picture yet")
+    s.turn("hills by a lake at sunset")
+    assert s.turn("hmm, add a boat").kind == "edit" and s.node.attributes["boat"] == "yes"
+    assert s.turn("show me another one").kind == "vary" and s.current == 3
+    thanks = s.turn("thanks, looks great!")
+    assert thanks.kind == "ask" and thanks.reply.startswith("glad") and s.current == 3 and len(s.nodes) == 3
+    assert s.turn("go back to the first picture").kind == "goto" and s.current == 1
+    missing = s.turn("go to turn 99")
+    assert missing.kind == "ask" and "no turn 99" in missing.reply and s.current == 1
+    assert s.turn("ok, go to turn 2").kind == "goto" and s.current == 2
+    start = s.turn("start over")
+    assert start.kind == "ask" and s.current is None and len(s.nodes) == 3  # the history stays
+    assert s.turn("a cat on a sofa").declined
+    assert s.turn("no thanks").reply.startswith("nothing drawn") and not s.turn("yes").node  # nothing waits any more
+    assert s.turn("a cat on a sofa").declined
+    drawn = s.turn("yes")  # yes to "say 'draw it anyway'"
+    assert drawn.kind == "generate" and drawn.node.parent is None and len(s.nodes) == 4

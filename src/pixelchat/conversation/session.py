@@ -41,7 +41,8 @@ from PIL import Image
 
 from pixelchat.conversation.rewriter import Rewrite, core, find, rewrite, split_list
 from pixelchat.text.instructions import (
-    ABSENT, InstructionError, Revision, apply_values, looks_like_instruction, nouns_in, read_attributes,
+    ABSENT, INTERJECTION, InstructionError, Revision, apply_values, looks_like_instruction, nouns_in, read_attributes,
+    strip_lead,
 )
 
 FORMAT = "pixelchat-session"
@@ -50,8 +51,17 @@ NEW_PICTURE = re.compile(r"^(?:please )?(?:draw|create|generate|paint|new pictur
                          r"i want a picture|a new)\b[:,]?\s*(?:(?:me|a picture of|an image of|a new picture of|"
                          r"a new one of|a new one)\s+)?")
 UNDO = re.compile(r"^(?:/undo|undo|go back|back|revert|undo that)[.! ]*$")
-VARY = re.compile(r"^(?:another one|another variation|new variation|a variation|vary it|variations?|"
-                  r"try again|something similar|one more)[.! ]*$")
+VARY = re.compile(r"^(?:(?:show me|give me|draw|make|can i (?:have|see)|let me see|i'd like|i want)\s+)?"
+                  r"(?:another one|another(?: version| picture| take)?|another variation|new variation|a variation|"
+                  r"vary it|variations?|a different one|try again|something similar|one more)[.! ]*$")
+GOTO = re.compile(r"^(?:go|jump|return|get|take me)(?: back)? to (?:the )?(?:(?P<first>(?:very )?first|original|start|"
+                  r"beginning)(?: one| picture| image| turn)?|(?:turn|picture|step|image) (?P<n>\d+))[.! ]*$")
+START_OVER = re.compile(r"^(?:start over|start again|start afresh|begin again|from scratch|new conversation|reset)[.! ]*$")
+PRAISE = (rf"(?:{INTERJECTION}|you|very much|so much|(?:it |that )?looks? (?:great|good|nice|lovely|perfect)|"
+          r"(?:i )?love it|that'?s (?:great|nice|perfect|lovely|good|it))")
+THANKS = re.compile(rf"^{PRAISE}(?:[,!. ]+{PRAISE})*[.! ]*$")  # "thanks, looks great!": nothing to do
+YES = re.compile(r"^(?:yes|yeah|yep|sure|ok(?:ay)?|go ahead|do it|please do|please)[.! ]*$")
+NO = re.compile(r"^(?:no|nope|no thanks|no thank you|never mind|nevermind|cancel|forget it|don't)[.! ]*$")
 CHECK_STRENGTHS = (0.35, 0.6, 0.85)  # how far a self-check attempt may move from the picture, step by step
 # A spec-conditioned model's first attempt keeps the picture's latent (the spec alone changes).
 SPEC_CHECK_STRENGTHS = (0.0, 0.35, 0.6)
@@ -297,14 +307,29 @@ class Session:
         text = " ".join(message.split())
         if not text:
             return Turn("ask", "say what to draw, or what to change")
-        low = text.lower()
         refused, self._refused = self._refused, None
+        if refused is not None and YES.match(text.lower()):  # "yes" to "say 'draw it anyway'"
+            return self._generate(*refused, anyway=True)
+        if refused is not None and NO.match(text.lower()):
+            return Turn("ask", "nothing drawn; say what to draw", self.node)
+        if THANKS.match(text.lower()):
+            return Turn("ask", "glad you like it: say what to change next, or describe a new picture", self.node)
+        low = strip_lead(text.lower()) or text.lower()  # "ok, now add a boat": the request is "now add a boat"
         if UNDO.match(low):
             return self.undo()
         if ANYWAY.match(low):
             if refused is None:
                 return Turn("ask", "there is nothing waiting to be drawn anyway; say what to draw", self.node)
             return self._generate(*refused, anyway=True)
+        if START_OVER.match(low):
+            self.current = None
+            return Turn("ask", "starting over: say what to draw (the earlier turns stay in the history)")
+        if (m := GOTO.match(low)) and self.node is not None:
+            target = int(m.group("n")) if m.group("n") else self._first()
+            if target not in self.nodes:
+                return Turn("ask", f"there is no turn {target}; turns are {', '.join(map(str, sorted(self.nodes)))}",
+                            self.node)
+            return self.goto(target)
         if RETRY.match(low) and self.node is not None and self.node.unmet:
             return self._retry()
         look = self._look(low)
@@ -312,14 +337,23 @@ class Session:
             return look
         if NEGATIVE.match(low) or ALLOW.match(low):
             return self._negative(low)
+        if self.node is not None and VARY.match(low):
+            return self._vary(text)
+        if self.node is None and QUESTION.search(low) and not NEW_PICTURE.match(low):
+            return Turn("ask", "there is no picture yet: say what to draw")
         if self.node is None or NEW_PICTURE.match(low):
             prompt = NEW_PICTURE.sub("", low, count=1).strip() if NEW_PICTURE.match(low) else text
             return self._generate(text, prompt or text)
         if QUESTION.search(low) and not looks_like_instruction(low):
             return self._describe()
-        if VARY.match(low):
-            return self._vary(text)
         return self._edit(text, mask=mask)
+
+    def _first(self) -> int:
+        """The first turn of the current picture's line of turns."""
+        node = self.node
+        while node.parent is not None:
+            node = self.nodes[node.parent]
+        return node.id
 
     def _look(self, low: str) -> Turn | None:
         """A style or palette change, or None when the message is not one."""

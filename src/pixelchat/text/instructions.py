@@ -209,16 +209,26 @@ class Revision:
                 "notes": self.notes, "free_text": self.free_text, "prompt": self.prompt}
 
 
-# A polite lead-in before a clause's verb ("can you remove the trees", "could you please add a boat").
-COURTESY = re.compile(r"^(?:(?:(?:can|could|would|will) (?:you|we)|kindly|(?:i'd|i would) like (?:you )?to|"
-                      r"i want you to|i'd love (?:you )?to|do you mind|please)\s+)+(?=\w)")
+# Words said before a request that are not part of it: "hmm", "ok", "great" alone, and a polite lead-in
+# before a clause's verb ("can you remove the trees", "could you please add a boat").
+INTERJECTION = (r"(?:hmm+|h?mm|um+|uh+|ok(?:ay)?|alright|all right|well|oh|so|actually|great|nice|cool|good|perfect|"
+                r"lovely|wow|yes|yeah|right|thanks|thank you)")
+COURTESY = re.compile(rf"^(?:(?:{INTERJECTION}|(?:can|could|would|will) (?:you|we)|kindly|(?:i'd|i would) like (?:you )?to|"
+                      r"i want you to|i'd love (?:you )?to|do you mind|please)[,!.]?\s+)+(?=\w)")
+_ONLY_INTERJECTION = re.compile(rf"^(?:{INTERJECTION}[,!. ]*)+$")
+
+
+def strip_lead(text: str) -> str:
+    """``text`` (normalised) without the interjections and polite words before the request."""
+    return COURTESY.sub("", text.strip())
 
 
 def split_clauses(text: str) -> list[str]:
     parts = re.split(r"[,;.]| and then | then | and also | also | but | and (?=(?:make|add|remove|put|place|turn|change|"
                      r"set|switch|replace|swap|get rid|take|no|more|less|fewer|give|draw|paint|delete|drop|erase|"
                      r"clear|hide|cut|chop|melt|dry|drain|demolish|tear|build|cover|bring|show|let)\b)", text)
-    return [COURTESY.sub("", p.strip(" '")) for p in parts if p and p.strip(" '")]
+    clauses = [strip_lead(p.strip(" '")) for p in parts if p and p.strip(" '")]
+    return [c for c in clauses if not _ONLY_INTERJECTION.match(c)]  # "hmm, make it night": "hmm" asks for nothing
 
 
 def nouns_in(clause: str) -> list[str]:
