@@ -43,6 +43,18 @@ def test_describer_checkpoint_reads_back(tiny_describer):
     assert json.loads(json.dumps(d.to_dict()))["prompt"] == d.prompt
 
 
+def test_a_caption_that_names_one_thing_twice_gives_way_to_the_heads_sentence(tiny_describer, monkeypatch):
+    model = load_describer(tiny_describer)
+    render = image_to_tensor(render_scene(sample_attributes(np.random.default_rng(0)), 64, 0))
+    heads = describe_images(model, render)[0]
+    clouds = {"none": "with a clear sky", "few": "with a few clouds", "many": "with many clouds"}[
+        heads.attributes["clouds"]]
+    for written, kept in ((f"a view {clouds}", True), (f"a view {clouds}, {clouds}", False)):
+        monkeypatch.setattr(type(model), "caption", lambda self, memory, no_repeat=4, text=written: [text])
+        d = describe_images(model, render)[0]
+        assert (d.caption == written) is kept and (d.caption == heads.prompt) is not kept, d.caption
+
+
 def test_describer_refuses_other_and_broken_checkpoints(tiny_model, tiny_describer, tmp_path):
     with pytest.raises(CheckpointError, match="not a describer"):
         load_describer(tiny_model)

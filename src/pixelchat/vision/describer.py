@@ -28,7 +28,7 @@ from torch import nn
 from pixelchat.data.captions import caption_scene, ordered_caption, scene_prompt
 from pixelchat.data.scenes import SCHEMA, labels_to_attributes, observable, render_labelled
 from pixelchat.training.checkpoint import load_network, module_tensors, save_checkpoint
-from pixelchat.text.instructions import read_attributes
+from pixelchat.text.instructions import find_mentions, normalise, read_attributes
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_DESCRIBER = WEIGHTS / "describer-scenes.safetensors"
@@ -245,14 +245,21 @@ def describe_images(describer: Describer, images: torch.Tensor, *, captions: boo
             if shown.get("water") == "none":
                 shown.pop("boat", None)
             prompt = scene_prompt(shown)
-            # one reading: a caption that names a value the attribute heads did not read is replaced
-            # by the sentence the heads' reading makes
+            # one reading: a caption that names a value the attribute heads did not read, or names one
+            # thing twice ("with a dark cloud, with a few gray clouds"), is replaced by the sentence the
+            # heads' reading makes
             said = read_attributes(text) if text else {}
-            if consistent and captions and any(shown.get(k, "none" if k != "boat" else "no") != v for k, v in said.items()
-                                if k in attrs):
+            if consistent and captions and (any(shown.get(k, "none" if k != "boat" else "no") != v
+                                                for k, v in said.items() if k in attrs) or _repeats(text)):
                 text = prompt
             out.append(Description(text, shown, {k: conf[k] for k in shown}, prompt))
     return out
+
+
+def _repeats(text: str) -> bool:
+    """Does ``text`` name one attribute in two separate places?"""
+    names = [name for _, _, name, _ in find_mentions(normalise(text))]
+    return len(names) != len(set(names))
 
 
 def _consistent_sky(attrs: dict, conf: dict, probs: dict, schema: dict, j: int) -> tuple[dict, dict]:
@@ -300,7 +307,7 @@ def masked_ce(logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Te
 def score(describer: Describer, images: torch.Tensor, labels: torch.Tensor, *, captions: bool = True) -> dict:
     """Held-out accuracy per attribute of the heads, and of the written caption as read back by the
     prompt reader (an attribute the caption leaves out counts as wrong)."""
-    from pixelchat.text.instructions import read_attributes
+    from pixelchat.text.instructions import find_mentions, normalise, read_attributes
 
     describer.eval()
     descs = describe_images(describer, images, captions=captions, consistent=False)
