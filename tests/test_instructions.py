@@ -118,7 +118,7 @@ def test_no_change_is_said():
     ("remove the mountains", "cannot be removed"),
     ("make the trees pink", "only clouds can change colour"),
     ("add a boat and remove the boat", "asks for both"),
-    ("more houses of cards", "more or fewer"),
+    ("more houses of cards", "at most one house"), ("more dragons", "more or fewer"),
     ("remove the dragon", "do not know how to remove"),
     ("remove the ground", "the ground cannot be removed"),
     ("make the mountains purple", "only clouds can change colour"),
@@ -130,6 +130,26 @@ def test_no_change_is_said():
 def test_rejects_with_a_helpful_message(instruction, message):
     with pytest.raises(InstructionError, match=message):
         apply_instruction(NOW, instruction)
+
+
+@pytest.mark.parametrize("instruction, message", [
+    ("make the boat bigger", "how big they are is the model's choice"),
+    ("move the sun to the left", "where things are"),
+    ("zoom in", "where things are"),
+    ("make it higher resolution", "chosen when it is drawn"),
+    ("add two more boats", "at most one boat"),
+])
+def test_layout_and_size_are_not_changes(instruction, message):
+    with pytest.raises(InstructionError, match=message):
+        apply_instruction(NOW, instruction)
+
+
+def test_a_place_is_noted_and_the_change_made():
+    r = apply_instruction({**NOW, "boat": "no"}, "add a boat on the left")
+    assert r.changes == {"boat": ("no", "yes")} and any("cannot place" in n for n in r.notes)
+    r = apply_instruction({**NOW, "clouds": "none"}, "put the moon in the sky")
+    assert r.changes["celestial"] == ("sun", "moon") and "clouds" not in r.changes
+    assert not any("clouds" in n for n in r.notes)
 
 
 def test_impossible_requests_are_refused():

@@ -93,6 +93,15 @@ LESS = re.compile(r"\b(?:less|fewer|reduce|decrease|thin out)\b")
 LADDER_WORDS = {"clouds": r"cloudy|cloudier", "snow": r"snowy|snowier", "trees": r"wooded|forested"}  # "less cloudy"
 DARKER = re.compile(r"\b(?:darker|dimmer|later)\b")
 BRIGHTER = re.compile(r"\b(?:brighter|lighter|earlier)\b")
+# Where things are and how big: not part of a scene's description, so not something a change can ask for.
+LAYOUT_VERB = re.compile(r"^(?:move|shift|drag|reposition|zoom|crop|pan|rotate|flip|mirror|tilt|resize|enlarge|"
+                         r"shrink|scale|center|centre)\b")
+SIZE_WORD = re.compile(r"\b(?:bigger|larger|smaller|taller|shorter|wider|narrower|closer|farther|further away)\b")
+RESOLUTION = re.compile(r"\b(?:higher|more|better|full|high|bigger) (?:resolution|res|detail|quality)\b|\b(?:upscale|"
+                        r"hd|4k|8k|sharper)\b")
+PLACE = re.compile(r"\b(?:to|on|at|in) the (?:left|right|top|bottom|corner|centre|center|middle|foreground|"
+                   r"background)(?: side)?\b")
+_ONE = {"celestial": "one sun or moon", "water": "one lake or sea", "house": "one house", "boat": "one boat"}
 EXAMPLES = "'make it night', 'add a boat', 'remove the trees', 'more clouds', 'make the clouds pink'"
 
 
@@ -274,6 +283,15 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
     for clause in split_clauses(text):
         if KEEP.search(clause):  # "make the clouds pink, keep the rest": keeping is what edits do anyway
             continue
+        if LAYOUT_VERB.search(clause) or SIZE_WORD.search(clause):
+            raise InstructionError(f"where things are in these pictures and how big they are is the model's choice; "
+                                   f"I can change what is there: try {EXAMPLES}")
+        if RESOLUTION.search(clause):
+            raise InstructionError("a picture's size is chosen when it is drawn (64, 256 or 512 pixels a side), "
+                                   f"not by a change; I can change what is there: try {EXAMPLES}")
+        if PLACE.search(clause):
+            notes.append("where things go is the model's choice: I cannot place them")
+            clause = PLACE.sub("", clause).strip()
         found = find_mentions(clause)
         if VERB_REMOVE.search(clause):
             nouns = nouns_in(clause)
@@ -295,6 +313,10 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
             step = 1 if MORE.search(clause) else -1
             objects = [a for a in nouns_in(clause) if a in LADDERS]
             objects += [a for a, rx in LADDER_WORDS.items() if a not in objects and re.search(rf"\b(?:{rx})\b", clause)]
+            single = [a for a in nouns_in(clause) if a in ABSENT and a not in LADDERS]
+            if not objects and single:
+                things = " or ".join(_ONE.get(a, a) for a in single)
+                raise InstructionError(f"these pictures have at most {things}; I can add or remove it")
             if not objects:
                 thing = re.sub(rf"{MORE.pattern}|{LESS.pattern}", "", clause).strip()
                 raise InstructionError(f"I can make more or fewer clouds or trees, or more or less snow, "
@@ -335,7 +357,7 @@ def parse_instruction(instruction: str, current: dict[str, str], resolve=None) -
                                    "is not supported by this model (a palette or a style can recolour the result)")
         added = bool(VERB_ADD.search(clause))
         if added:  # "add clouds", "add the moon": a bare noun means the thing is there
-            for a in nouns_in(target):
+            for a in nouns_in(re.sub(r"\b(?:in|into|to|across|up in) the sky\b", "", target)):  # "put the moon in the sky"
                 if not any(h[2] == a for h in found) and PRESENT.get(a):
                     want(a, PRESENT[a], clause)
         if not found:
