@@ -372,3 +372,9 @@ def test_everyday_turns_are_routed_as_a_person_means_them(tiny_model):
     assert s.turn("a cat on a sofa").declined
     drawn = s.turn("yes")  # yes to "say 'draw it anyway'"
     assert drawn.kind == "generate" and drawn.node.parent is None and len(s.nodes) == 4
+
+
+def test_a_prompt_that_contradicts_itself_is_answered_not_raised():
+    s = Session(seed=1)  # the shipped spec model refuses the sun at night
+    t = s.turn("a sunny night over the hills")
+    assert t.kind == "ask" and "the sun is only in the sky by day or at sunset" in t.reply and not s.nodes

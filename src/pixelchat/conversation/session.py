@@ -413,7 +413,10 @@ class Session:
                 return Turn("ask", declined, self.node, declined=True)
         prompt = ", ".join([prompt, *(WITHOUT[a] for a in negative if a not in named)])
         seed = None if self.seed is None else self.seed + attempt
-        result = generate_records(prompt, 1, seed, model=self.model, size=self.size)[0]
+        try:
+            result = generate_records(prompt, 1, seed, model=self.model, size=self.size)[0]
+        except ValueError as e:  # "a sunny night": what the prompt asks cannot be drawn together
+            return Turn("ask", f"{e}; say it another way", self.node)
         spec = result.record.get("spec")  # a spec model says what it read; otherwise the pattern reader
         named = ({k: v for k, v in spec["values"].items() if spec["source"].get(k) == "said"} if spec
                  else read_attributes(prompt))
