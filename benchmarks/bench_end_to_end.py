@@ -22,15 +22,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--format", default="png")
+    ap.add_argument("--attempts", type=int, default=None,
+                    help="draws per picture at most while the self-check finds something said missing (1: no check)")
     args = ap.parse_args()
     engine = load_engine()
-    out = {"machine": machine(), "format": args.format, "sizes": {}}
+    out = {"machine": machine(), "format": args.format, "attempts": args.attempts, "sizes": {}}
     for side in engine.info.sizes:
-        engine.generate(GenerateRequest("a lake at night", seed=0, size=side))
+        engine.generate(GenerateRequest("a lake at night", seed=0, size=side, attempts=args.attempts))
         draw, total, size = [], [], []
         for i in range(args.repeats):
             t = time.perf_counter()
-            [g] = engine.generate(GenerateRequest("a lake at night", seed=i, size=side))
+            [g] = engine.generate(GenerateRequest("a lake at night", seed=i, size=side, attempts=args.attempts))
             t1 = time.perf_counter()
             data = image_bytes(g.image, g.record, args.format)
             t2 = time.perf_counter()

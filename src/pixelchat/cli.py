@@ -185,6 +185,9 @@ def generate(
     offload: bool = offload_option(),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="What runs the built-in networks: eager, compile, onnx, "
                                           "openvino or int8 (default: PIXELCHAT_RUNTIME, else eager)."),
+    attempts: Optional[int] = typer.Option(None, "--attempts", help="Spec models (the shipped one): draws per picture "
+                                           "at most while the describer finds something the prompt said missing "
+                                           "(default 4; 1: no check, a little faster)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of paths."),
 ):
     """Draw images for a text prompt."""
@@ -198,7 +201,7 @@ def generate(
         step(f"drawing {n} picture{'s' if n > 1 else ''}")
         results = generate_records(prompt, n, seed, model=served, truncation=truncation, size=size, engine=engine,
                                    negative_prompt=negative_prompt, steps=steps, guidance=guidance,
-                                   scheduler=scheduler)
+                                   scheduler=scheduler, attempts=attempts)
         step("checking the pictures")
         check_outputs((r.image, r.record) for r in results)
         step("writing the files")
@@ -569,6 +572,9 @@ def evaluate(
     judge_path: Optional[Path] = typer.Option(None, "--judge", help="A judge checkpoint; default: the shipped judge."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every figure."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown report with plots and sample grids here."),
+    attempts: Optional[int] = typer.Option(None, "--attempts", help="Spec models: draws per picture at most while the "
+                                           "self-check finds something said missing (1: the generator alone; "
+                                           "default: the engine's)."),
 ):
     """Score a model: prompt adherence (judged attributes), fidelity and diversity against real renders."""
     from pixelchat.evaluation import EvaluationError, evaluate as evaluate_fn, read_prompts, write_report
@@ -578,7 +584,7 @@ def evaluate(
             if report is not None:
                 writable_dir(report)
             ev = evaluate_fn(read_prompts(prompts), model=model, per_prompt=n_per_prompt, seed=seed, feature=feature,
-                             judge_path=judge_path, progress=err.is_terminal, console=err)
+                             judge_path=judge_path, progress=err.is_terminal, console=err, attempts=attempts)
         except EvaluationError as e:
             raise ValueError(str(e)) from None
         if report is not None:

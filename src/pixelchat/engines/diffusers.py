@@ -260,6 +260,9 @@ class DiffusersEngine:
         check_seed(request.seed)
         if request.truncation is not None:
             raise UnsupportedOperation("truncation is an option of the GAN engine; diffusion pipelines do not use it")
+        if request.attempts is not None:
+            raise UnsupportedOperation("attempts is an option of the built-in spec models, whose describer checks "
+                                       "their pictures; a diffusion pipeline's are not checked")
         steps, guidance, scheduler = self.settings(request.steps, request.guidance, request.scheduler)
         self._check_run(steps, guidance)
         self.scheduler_for(scheduler)

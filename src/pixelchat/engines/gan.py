@@ -53,6 +53,8 @@ CALIBRATION_SETTINGS = ("at night", "at sunset", "by day", "with clouds")
 class GANEngine:
     """Serves a generator checkpoint written by the training loop (``model.safetensors`` + JSON)."""
 
+    checks_pictures = False  # does generate check its pictures against the prompt (GenerateRequest.attempts)?
+
     def __init__(self, path: str | Path, *, encoder=None, describer=None, inverter: str | Path | None = None,
                  upsampler: str | Path | bool | None = None, runtime: str | None = None):
         self.use_runtime(runtime)
@@ -259,6 +261,9 @@ class GANEngine:
             raise ValueError(f"truncation must be between 0.05 and 10, got {request.truncation}")
         if request.negative_prompt:
             raise UnsupportedOperation("negative prompts are not supported by the built-in engine yet")
+        if request.attempts is not None and not self.checks_pictures:
+            raise UnsupportedOperation("attempts is an option of spec models (the describer checks their pictures "
+                                       "against the prompt's scene spec); this text-conditioned model has none")
 
     # 2. encode prompt
     def encode_prompt(self, prompt: str, n: int) -> torch.Tensor:

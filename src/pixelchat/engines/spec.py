@@ -21,7 +21,7 @@ from PIL import Image
 
 from pixelchat.data.spec import FILLED, SEEN, SceneSpec, SpecError, check_values, complete_spec, is_scenes
 from pixelchat.engines.base import GeneratedImage, GenerateRequest, ModelInfo, UnsupportedOperation
-from pixelchat.engines.gan import GANEngine, Source
+from pixelchat.engines.gan import GANEngine, Source, latent_for_seed
 from pixelchat.training.checkpoint import CheckpointError, load_generator
 
 
@@ -30,14 +30,41 @@ READING_CACHE = 4096  # prompts whose reading is kept
 DEFAULT_SPREAD = 0.35
 
 
+DEFAULT_ATTEMPTS = 4  # draws of a new picture at most while it misses what its prompt said
+MAX_ATTEMPTS = 16
+
+
+def default_attempts() -> int:
+    """``PIXELCHAT_ATTEMPTS`` (1 turns the self-check off, as for the fastest serving), else DEFAULT_ATTEMPTS."""
+    import os
+
+    text = os.environ.get("PIXELCHAT_ATTEMPTS", "").strip()
+    if not text:
+        return DEFAULT_ATTEMPTS
+    if not text.isdigit() or not 1 <= int(text) <= MAX_ATTEMPTS:
+        raise ValueError(f"PIXELCHAT_ATTEMPTS must be a whole number from 1 to {MAX_ATTEMPTS}, got {text!r}")
+    return int(text)
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The latent seed of a picture's ``attempt``-th draw (1: the picture's own seed)."""
+    if attempt == 1:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, attempt, 0xA77E]).generate_state(1, np.uint64)[0] >> 1)
+
+
 class SpecEngine(GANEngine):
     """Serves a spec-conditioned generator (arch ``specgan``) with the prompt reader for its schema."""
 
+    checks_pictures = True  # new pictures are read back by the describer (`self_check`)
     spec_edits = True  # edits take the asked changes as spec values (see `edit`)
 
     def __init__(self, path: str | Path, *, encoder=None, reader=None, describer=None,
                  upsampler: str | Path | bool | None = None, runtime: str | None = None):
         self.use_runtime(runtime)
+        self.default_attempts = default_attempts()
         self.generator, self.model_cfg, ckpt = load_generator(path)
         config = ckpt.config
         if self.model_cfg.arch != "specgan" or not self.model_cfg.schema:
@@ -117,6 +144,7 @@ class SpecEngine(GANEngine):
 
     def check_inputs(self, request: GenerateRequest) -> None:
         super().check_inputs(request)
+        self.attempts_for(request)
         if request.spec is not None:
             try:
                 check_values(request.spec, self.schema)
@@ -148,18 +176,88 @@ class SpecEngine(GANEngine):
         readings = self.read([r.prompt.strip() for r in requests])
         specs = [self.specs_for(r, s, reading) for r, s, reading in zip(requests, seeds, readings)]
         z = torch.cat([self.prepare_latents(s, r.truncation) for s, r in zip(seeds, requests)])
-        images = self.decode(z, self.spec_tensor([x for ss in specs for x in ss]),
-                             [self.check_size(r.size) for r in requests for _ in range(r.n)])
+        cond = self.spec_tensor([x for ss in specs for x in ss])
+        with torch.inference_mode():
+            x = self.draw(z, cond)
+        rows = [(r, s, sp) for r, ss, sps in zip(requests, seeds, specs) for s, sp in zip(ss, sps)]
+        x, z, final, checks = self.self_check(x, z, cond, rows)
+        images = self.pictures(x, [self.check_size(r.size) for r, _, _ in rows])
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         out, i = [], 0
-        for r, ss, sp in zip(requests, seeds, specs):
-            out.append([GeneratedImage(images[i + j], r.prompt, s, self.spec_record(r, s, z[i + j], sp[j], created))
-                        for j, s in enumerate(ss)])
+        for r in requests:
+            out.append([GeneratedImage(images[k], r.prompt, rows[k][1],
+                                       self.spec_record(r, rows[k][1], z[k], final[k], created, checks[k]))
+                        for k in range(i, i + r.n)])
             i += r.n
         return out
 
-    def spec_record(self, request: GenerateRequest, seed: int, z: torch.Tensor, spec: SceneSpec, created: str) -> dict:
-        return {**self.record(request, seed, z, created), "spec": spec.to_dict()}
+    def spec_record(self, request: GenerateRequest, seed: int, z: torch.Tensor, spec: SceneSpec, created: str,
+                    check: dict | None = None) -> dict:
+        out = {**self.record(request, seed, z, created), "spec": spec.to_dict()}
+        if check is not None:
+            out["check"] = check
+        return out
+
+    # --- the self-check of new pictures ---------------------------------------------------------
+
+    def attempts_for(self, request: GenerateRequest) -> int:
+        attempts = self.default_attempts if request.attempts is None else request.attempts
+        if not 1 <= attempts <= MAX_ATTEMPTS:
+            raise ValueError(f"attempts must be between 1 and {MAX_ATTEMPTS}, got {attempts}")
+        return attempts if is_scenes(self.schema) else 1  # the describer reads scenes only
+
+    def self_check(self, x: torch.Tensor, z: torch.Tensor, cond: torch.Tensor,
+                   rows: list[tuple[GenerateRequest, int, SceneSpec]]) -> tuple[torch.Tensor, torch.Tensor, list, list]:
+        """Each picture whose prompt said something is read by the describer; one that misses a said value
+        is drawn again from another latent and another completion of what the prompt left open (both
+        derived from its seed, so prompt + seed still make the same picture), up to the request's
+        ``attempts`` draws; the first that shows everything said is kept, else the one likeliest to.
+        Returns the pictures, their latents, their specs and each one's check for its record (None where
+        nothing was checked)."""
+        specs = [sp for _, _, sp in rows]
+        said = [{k: v for k, v in _observable(sp.values, self.schema).items() if sp.source.get(k) == "said"}
+                if self.attempts_for(r) > 1 else {} for r, _, sp in rows]
+        todo = [i for i, s in enumerate(said) if s]
+        checks: list[dict | None] = [None] * len(rows)
+        if not todo:
+            return x, z, specs, checks
+        x, z = x.clone(), z.clone()
+        best = {i: float("-inf") for i in todo}
+        for attempt in range(1, max(self.attempts_for(rows[i][0]) for i in todo) + 1):
+            todo = [i for i in todo if attempt <= self.attempts_for(rows[i][0])]
+            if not todo:
+                break
+            if attempt == 1:
+                xs, zs, tried = x[todo], z[todo], [specs[i] for i in todo]
+            else:
+                seeds = [attempt_seed(rows[i][1], attempt) for i in todo]
+                zs = torch.stack([latent_for_seed(s, self.model_cfg.z_dim, rows[i][0].truncation)
+                                  for s, i in zip(seeds, todo)])
+                tried = [complete_spec(specs[i].said, self.schema, s, specs[i].confidence) for s, i in zip(seeds, todo)]
+                with torch.inference_mode():
+                    xs = self.draw(zs, self.spec_tensor(tried))
+            fits, scores = self._fits(xs, [said[i] for i in todo])
+            for j, i in enumerate(todo):
+                if fits[j] or scores[j] > best[i]:
+                    x[i], z[i], specs[i], best[i] = xs[j], zs[j], tried[j], scores[j]
+                    checks[i] = {"attempt": attempt, "shows_what_was_said": bool(fits[j]), "by": "describer"}
+                checks[i]["attempts"] = attempt
+            todo = [i for j, i in enumerate(todo) if not fits[j]]
+        return x, z, specs, checks
+
+    def _fits(self, images: torch.Tensor, targets: list[dict[str, str]]) -> tuple[list[bool], list[float]]:
+        """Per picture: does the describer read every target value, and the mean log-probability it gives them."""
+        from pixelchat.vision.describer import attribute_probabilities
+
+        with torch.inference_mode():
+            probs = attribute_probabilities(self.describer, images)
+        schema = self.describer.cfg.schema
+        fits, scores = [], []
+        for j, target in enumerate(targets):
+            known = {k: schema[k].index(v) for k, v in target.items() if k in probs and v in schema[k]}
+            fits.append(all(int(probs[k][j].argmax()) == v for k, v in known.items()))
+            scores.append(sum(math.log(max(float(probs[k][j, v]), 1e-6)) for k, v in known.items()) / max(len(known), 1))
+        return fits, scores
 
     # --- edit, vary ----------------------------------------------------------------------------
 

@@ -67,11 +67,14 @@ def to_batch(images: list[Image.Image]) -> torch.Tensor:
     return torch.stack([pil_to_uint8(im) for im in images])
 
 
-def generate_for(engine, prompts: list[EvalPrompt], per_prompt: int, seed: int, progress: bool) -> torch.Tensor:
-    """``per_prompt`` pictures per prompt; prompt i uses seeds seed + i·per_prompt …"""
+def generate_for(engine, prompts: list[EvalPrompt], per_prompt: int, seed: int, progress: bool,
+                 attempts: int | None = None) -> torch.Tensor:
+    """``per_prompt`` pictures per prompt; prompt i uses seeds seed + i·per_prompt … attempts: a spec model's
+    draws per picture at most while its self-check finds a said value missing (None: its default)."""
     batches = []
     for i, p in enumerate(track(prompts, description="generating", transient=True, disable=not progress)):
-        out = engine.generate(GenerateRequest(p.prompt, n=per_prompt, seed=seed + i * per_prompt, size=engine.info.size))
+        out = engine.generate(GenerateRequest(p.prompt, n=per_prompt, seed=seed + i * per_prompt, size=engine.info.size,
+                                              attempts=attempts))
         batches.append(to_batch([g.image for g in out]))
     return torch.cat(batches)
 
@@ -91,8 +94,9 @@ def render_for(prompts: list[EvalPrompt], per_prompt: int, size: int, progress: 
 
 def evaluate(prompts: list[EvalPrompt], *, model: str | Path | None = None, per_prompt: int = 8, seed: int = 0,
              feature: str = "judge", judge_path: str | Path | None = None, progress: bool = True,
-             console: Console | None = None) -> Evaluation:
-    """Every figure for one model on one prompt set (see the module docs of `metrics`)."""
+             console: Console | None = None, attempts: int | None = None) -> Evaluation:
+    """Every figure for one model on one prompt set (see the module docs of `metrics`). attempts: a spec
+    model's self-check (1: the generator's first draw of each picture, as it is; None: the default)."""
     console = console or Console(stderr=True)
     if not 2 <= per_prompt <= MAX_IMAGES:
         raise ValueError(f"n-per-prompt must be between 2 and {MAX_IMAGES}, got {per_prompt}")
@@ -108,7 +112,7 @@ def evaluate(prompts: list[EvalPrompt], *, model: str | Path | None = None, per_
     if size not in (16, 32, 64, 128, 256):
         raise ValueError(f"model draws {size} px pictures; scenes references exist at 16–256 px")
 
-    fake = generate_for(engine, prompts, per_prompt, seed, progress)
+    fake = generate_for(engine, prompts, per_prompt, seed, progress, attempts)
     real, _ = render_for(prompts, per_prompt, size, progress)
     with console.status("judging"):
         fake_pred, f_fake = judge_images(judge, fake)
@@ -119,7 +123,7 @@ def evaluate(prompts: list[EvalPrompt], *, model: str | Path | None = None, per_
 
     figures: dict = {"model": {"id": engine.info.id, "sha256": engine.info.sha256, "path": engine.info.path},
                      "judge": str(judge_path or DEFAULT_JUDGE), "feature": feature, "prompts": len(prompts),
-                     "n_per_prompt": per_prompt, "images": len(fake), "seed": seed}
+                     "n_per_prompt": per_prompt, "images": len(fake), "seed": seed, "attempts": attempts}
     targets = [p.attributes for p in prompts for _ in range(per_prompt)]
     if any(p.attributes for p in prompts):
         gen = metrics.adherence(fake_pred, targets)
