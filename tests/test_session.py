@@ -21,7 +21,9 @@ def test_a_scripted_conversation(tiny_model):
     assert "boat" in second.reply and "night" in second.prompt
     assert second.node.record["edit"]["source"]["how"] == "record"  # edited from the picture's own latent
     asked = s.turn("what do you see?")
-    assert asked.kind == "describe" and asked.reply.startswith("I see") and s.current == 2
+    # a tiny model's pictures are nothing like scenes: the reply says what its reading is worth
+    assert asked.kind == "describe" and s.current == 2
+    assert asked.reply.startswith(("I see", "this picture does not look like the scenes the describer knows"))
     refused = s.turn("make it better")
     assert refused.kind == "ask" and "could not find a change" in refused.reply and s.current == 2
     assert s.turn("another one").kind == "vary" and s.current == 3

@@ -199,3 +199,46 @@ def test_guided_refinement_raises_the_describers_agreement(tiny_engine):
     moved = guided_refine(G, describer, z, text, target, steps=20, lr=0.1)
     assert (score(moved) > score(z)).all()
     assert torch.equal(guided_refine(G, describer, z, text, target, steps=0), z)
+
+
+def test_the_shipped_describer_says_when_a_picture_is_unlike_its_scenes(tmp_path):
+    from pixelchat import Session
+    from pixelchat.describe import describe
+
+    rng = np.random.default_rng(3)
+    scene = render_scene(sample_attributes(rng), 64, 90_000_001)
+    noise = Image.fromarray((rng.random((96, 96, 3)) * 255).astype(np.uint8))
+    seen, odd = describe(scene), describe(noise)
+    assert seen.familiar is True and 0 < seen.novelty <= 1
+    assert odd.familiar is False and odd.novelty > 1 and odd.to_dict()["familiar"] is False
+    assert odd.attributes  # the heads still read something, and the reply says what it is worth
+    noise.save(tmp_path / "noise.png")
+    reply = Session(seed=1).open(tmp_path / "noise.png").reply
+    assert reply.startswith("this picture does not look like the scenes the describer knows")
+    from typer.testing import CliRunner
+
+    from pixelchat.cli import app
+
+    out = CliRunner().invoke(app, ["describe", str(tmp_path / "noise.png")]).stdout
+    assert out.startswith("note: this picture does not look like")
+
+
+def test_familiarity_statistics_fit_save_load_and_are_checked(tiny_describer, tmp_path):
+    from pixelchat.data.scenes import render_labelled
+    from pixelchat.vision.describer import Familiarity, fit_familiarity
+
+    model = load_describer(tiny_describer)
+    assert model.familiarity is None  # none beside it: descriptions say nothing of familiarity
+    render = image_to_tensor(render_scene(sample_attributes(np.random.default_rng(0)), 64, 0))
+    assert describe_images(model, render)[0].familiar is None and "familiar" not in describe_images(model, render)[0].to_dict()
+    images, _ = render_labelled(120, 5_000, 32, progress=False)
+    stats = fit_familiarity(model, images[:80], images[80:], quantile=0.9)
+    with torch.inference_mode():
+        share = float((stats.novelty(model.encode(images[80:])) <= 1).double().mean())
+    assert share == pytest.approx(0.9, abs=0.03)  # the threshold sits at the asked quantile of the calibration set
+    path = stats.save(tmp_path / "f", {"note": "test"})
+    again = Familiarity.load(path)
+    assert torch.allclose(again.mean, stats.mean) and again.threshold == stats.threshold
+    path.with_suffix(".json").write_text(path.with_suffix(".json").read_text().replace("describer-familiarity", "judge"))
+    with pytest.raises(CheckpointError, match="not a describer's familiarity"):
+        Familiarity.load(path)

@@ -240,6 +240,10 @@ def describe(
     if as_json:
         typer.echo(json.dumps({"image": str(image), **d.to_dict()}))
         return
+    if getattr(d, "familiar", None) is False:
+        from pixelchat.vision.describer import UNFAMILIAR
+
+        typer.echo(f"note: {UNFAMILIAR}")
     typer.echo(d.caption)
     if d.attributes:  # an image-to-text model writes free text and reads no scene attributes
         typer.echo("attributes: " + ", ".join(f"{k}={v} ({d.confidence[k]:.2f})" for k, v in d.attributes.items()))
@@ -293,6 +297,10 @@ def edit(
         return
     for note in result.revision.notes:
         err.print(f"note: {note}", highlight=False)
+    if result.source.get("familiar") is False:
+        from pixelchat.vision.describer import UNFAMILIAR
+
+        err.print(f"note: {UNFAMILIAR}; the edit redraws the nearest scene it reads", highlight=False)
     typer.echo(f"revised prompt: {result.revised_prompt}")
     for p in paths:
         typer.echo(str(p))

@@ -539,7 +539,7 @@ class Session:
         name = message or (f"open {Path(image).name}" if isinstance(image, (str, Path)) else "open a picture")
         picture.info.pop("pixelchat", None)
         # Nothing is asked for yet: what the picture shows is the describer's to say (see `seen`).
-        node = self._add(name, "open", d.prompt, {}, f"I see {d.caption}",
+        node = self._add(name, "open", d.prompt, {}, _seen_reply(d),
                          SimpleNamespace(image=picture, record={}))
         return Turn("open", node.reply, node, [node.output])
 
@@ -547,7 +547,7 @@ class Session:
         from pixelchat.describe import describe
 
         d = describe(self.node.image, model=self.model)
-        return Turn("describe", f"I see {d.caption}", self.node)
+        return Turn("describe", _seen_reply(d), self.node)
 
     def _vary(self, message: str) -> Turn:
         from pixelchat.edit import vary
@@ -979,3 +979,13 @@ class Session:
     @classmethod
     def load(cls, path: str | Path) -> "Session":
         return cls.from_json(Path(path).read_text())
+
+
+def _seen_reply(d) -> str:
+    """What a description says of a picture, and that it means little where the picture is unlike the
+    scenes the describer knows."""
+    if getattr(d, "familiar", None) is False:
+        from pixelchat.vision.describer import UNFAMILIAR
+
+        return f"{UNFAMILIAR}; the nearest I can read: {d.caption}"
+    return f"I see {d.caption}"

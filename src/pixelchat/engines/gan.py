@@ -563,9 +563,12 @@ class Source:
     how: str  # "record": the picture's own latent; "inversion": found by inverting it
     inversion: object | None  # pixelchat.vision.inversion.Inversion
     spec: object | None = None  # the picture's SceneSpec (spec-conditioned models: ``text`` is its value indices)
+    familiar: bool | None = None  # an inverted picture: did it look like the scenes the describer knows?
 
     def describe(self) -> dict:
         out = {"how": self.how, "prompt": self.prompt}
         if self.inversion is not None:
             out["psnr"] = round(float(self.inversion.psnr[0]), 2)
+        if self.familiar is not None:
+            out["familiar"] = self.familiar
         return out

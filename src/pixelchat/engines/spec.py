@@ -289,7 +289,7 @@ class SpecEngine(GANEngine):
         cond = self.spec_tensor([spec])
         with torch.inference_mode(False):
             inv = invert(self.generator, self.image_tensor(image), cond)
-        return Source(inv.z, source_prompt or d.prompt, cond, "inversion", inv, spec)
+        return Source(inv.z, source_prompt or d.prompt, cond, "inversion", inv, spec, d.familiar)
 
     def redraw(self, z: torch.Tensor, spec: torch.Tensor, fine_text=None) -> torch.Tensor:
         with torch.inference_mode():

@@ -207,15 +207,97 @@ class Description:
     attributes: dict[str, str]  # read by the attribute heads (a cloud colour only where there are clouds)
     confidence: dict[str, float]  # softmax probability of each reading
     prompt: str  # a prompt that redraws a similar picture with our generator
+    # does the picture look like the scenes the describer knows (renders and generated pictures)? None:
+    # the describer has no familiarity statistics; novelty: distance from them, 1.0 at the threshold
+    familiar: bool | None = None
+    novelty: float | None = None
 
     def to_dict(self) -> dict:
-        return {"caption": self.caption, "attributes": self.attributes,
-                "confidence": {k: round(v, 4) for k, v in self.confidence.items()}, "prompt": self.prompt}
+        out = {"caption": self.caption, "attributes": self.attributes,
+               "confidence": {k: round(v, 4) for k, v in self.confidence.items()}, "prompt": self.prompt}
+        if self.familiar is not None:
+            out |= {"familiar": self.familiar, "novelty": self.novelty}
+        return out
 
 
 def load_describer(path: str | Path | None = None) -> Describer:
-    """The describer from a checkpoint (the shipped one by default), in eval mode."""
-    return load_network(path or DEFAULT_DESCRIBER, "describer", lambda c: Describer(DescriberConfig.from_dict(c)))
+    """The describer from a checkpoint (the shipped one by default), in eval mode, with its familiarity
+    statistics where they lie beside it (``<name>-familiarity.safetensors``)."""
+    path = Path(path or DEFAULT_DESCRIBER)
+    describer = load_network(path, "describer", lambda c: Describer(DescriberConfig.from_dict(c)))
+    stats = familiarity_path(path)
+    describer.familiarity = Familiarity.load(stats) if stats.with_suffix(".safetensors").is_file() else None
+    return describer
+
+
+# --- familiarity: does a picture look like what the describer was made for? --------------------
+
+FAMILIARITY_QUANTILE = 0.995  # of held-out familiar pictures under the threshold
+UNFAMILIAR = ("this picture does not look like the scenes the describer knows (a photo, a drawing or a "
+              "restyled picture reads unreliably), so its reading means little")
+
+
+def familiarity_path(describer_path: str | Path) -> Path:
+    weights = Path(describer_path)
+    stem = weights.name[:-len(".safetensors")] if weights.name.endswith(".safetensors") else weights.name
+    return weights.with_name(f"{stem}-familiarity.safetensors")
+
+
+def familiarity_features(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, 8, 8) describer features → (B, 2C): each channel's mean and spread over the picture."""
+    return torch.cat([features.mean((2, 3)), features.std((2, 3))], 1).double()
+
+
+@dataclass
+class Familiarity:
+    """The Mahalanobis distance of a picture's describer features (`familiarity_features`) from those of
+    scenes renders and generated pictures; at most ``threshold`` (the `FAMILIARITY_QUANTILE` of held-out
+    familiar pictures) is familiar. A picture far from them (a photo, a drawing, noise) gets attributes
+    all the same (the heads always pick a value), and they mean little."""
+
+    mean: torch.Tensor  # (D,)
+    precision: torch.Tensor  # (D, D)
+    threshold: float
+
+    def novelty(self, features: torch.Tensor) -> torch.Tensor:
+        """(B,) distance over the threshold: above 1, unfamiliar."""
+        f = familiarity_features(features) - self.mean
+        return ((f @ self.precision) * f).sum(1) / self.threshold
+
+    def save(self, path: str | Path, meta: dict) -> Path:
+        from pixelchat.training.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, {"mean": self.mean.float(), "precision": self.precision.float()},
+                               {"kind": "describer-familiarity", "threshold": self.threshold, **meta})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Familiarity":
+        from pixelchat.training.checkpoint import CheckpointError, load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        try:
+            if ckpt.config.get("kind") != "describer-familiarity":
+                raise ValueError(f"kind {ckpt.config.get('kind')!r}")
+            mean, precision = ckpt.tensors["mean"].double(), ckpt.tensors["precision"].double()
+            if mean.ndim != 1 or precision.shape != (len(mean), len(mean)):
+                raise ValueError("mean and precision do not fit each other")
+            return cls(mean, precision, float(ckpt.config["threshold"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a describer's familiarity statistics: {e}") from e
+
+
+@torch.inference_mode()
+def fit_familiarity(describer: Describer, fit: torch.Tensor, calibrate: torch.Tensor,
+                    quantile: float = FAMILIARITY_QUANTILE, ridge: float = 1e-3) -> Familiarity:
+    """Statistics of familiar pictures (B, 3, H, W): mean and (ridge-regularised) precision of ``fit``'s
+    features, and the threshold at ``quantile`` of ``calibrate``'s distances (other pictures than ``fit``)."""
+    feats = torch.cat([familiarity_features(describer.encode(fit[i:i + 256])) for i in range(0, len(fit), 256)])
+    mean = feats.mean(0)
+    cov = torch.cov(feats.T) + ridge * torch.eye(feats.shape[1], dtype=torch.float64)
+    stats = Familiarity(mean, torch.linalg.inv(cov), 1.0)
+    dist = torch.cat([stats.novelty(describer.encode(calibrate[i:i + 256])) for i in range(0, len(calibrate), 256)])
+    stats.threshold = float(torch.quantile(dist, quantile))
+    return stats
 
 
 @torch.inference_mode()
@@ -234,6 +316,8 @@ def describe_images(describer: Describer, images: torch.Tensor, *, captions: boo
     for i in range(0, len(images), batch_size):
         feats = describer.encode(images[i:i + batch_size])
         probs = {k: v.softmax(-1) for k, v in describer.attribute_logits(feats).items()}
+        stats = getattr(describer, "familiarity", None)
+        familiarity = stats.novelty(feats) if stats is not None else None
         texts = describer.caption(describer.memory(feats)) if captions else [""] * len(feats)
         for j, text in enumerate(texts):
             attrs, conf = {}, {}
@@ -245,6 +329,7 @@ def describe_images(describer: Describer, images: torch.Tensor, *, captions: boo
             if shown.get("water") == "none":
                 shown.pop("boat", None)
             prompt = scene_prompt(shown)
+            novelty = float(familiarity[j]) if familiarity is not None else None
             # one reading: a caption that names a value the attribute heads did not read, or names one
             # thing twice ("with a dark cloud, with a few gray clouds"), is replaced by the sentence the
             # heads' reading makes
@@ -252,7 +337,9 @@ def describe_images(describer: Describer, images: torch.Tensor, *, captions: boo
             if consistent and captions and (any(shown.get(k, "none" if k != "boat" else "no") != v
                                                 for k, v in said.items() if k in attrs) or _repeats(text)):
                 text = prompt
-            out.append(Description(text, shown, {k: conf[k] for k in shown}, prompt))
+            out.append(Description(text, shown, {k: conf[k] for k in shown}, prompt,
+                                   None if novelty is None else novelty <= 1.0,
+                                   None if novelty is None else round(novelty, 3)))
     return out
 
 
@@ -307,7 +394,7 @@ def masked_ce(logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Te
 def score(describer: Describer, images: torch.Tensor, labels: torch.Tensor, *, captions: bool = True) -> dict:
     """Held-out accuracy per attribute of the heads, and of the written caption as read back by the
     prompt reader (an attribute the caption leaves out counts as wrong)."""
-    from pixelchat.text.instructions import find_mentions, normalise, read_attributes
+    from pixelchat.text.instructions import read_attributes
 
     describer.eval()
     descs = describe_images(describer, images, captions=captions, consistent=False)

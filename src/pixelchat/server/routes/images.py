@@ -101,6 +101,10 @@ class DescriptionPublic(BaseModel):
     prompt: str
     attributes: dict[str, str]
     confidence: dict[str, float]
+    # false: the picture does not look like the scenes the describer knows, so its reading means little
+    # (absent for a describer without familiarity statistics, and for an image-to-text model)
+    familiar: bool | None = None
+    novelty: float | None = None
 
 
 @describe_router.post("/describe", response_model=DescriptionPublic, responses=responses(409, 413, 415, 503))
