@@ -157,6 +157,32 @@ def test_a_picture_that_misses_what_was_said_is_drawn_again_reproducibly(spec_mo
             engine.generate(GenerateRequest("a lake", attempts=bad))
 
 
+def test_a_variation_that_loses_what_the_picture_shows_is_drawn_again(spec_model, monkeypatch):
+    from pixelchat.edit import vary
+    from pixelchat.engines.spec import SpecEngine
+
+    engine = load_engine(spec_model)
+    picture = engine.generate(GenerateRequest("hills by a lake at night", seed=8, attempts=1))[0]
+    picture.image.info["pixelchat"] = picture.record
+    targets = []
+
+    def fits(self, images, wanted):  # the first draw of each variation misses, the second shows it all
+        targets.append(wanted)
+        return [len(targets) > 1] * len(images), [0.0] * len(images)
+
+    monkeypatch.setattr(SpecEngine, "_fits", fits)
+    first = vary(picture.image, n=2, seed=3, model=spec_model)
+    shown = {k: v for k, v in picture.record["spec"]["values"].items() if not (k == "cloud_color" and
+                                                                             picture.record["spec"]["values"]["clouds"] == "none")}
+    assert targets[0] == [shown, shown]  # everything the picture's spec says, filled values too: it drew them
+    for r in first:
+        assert r.record["vary"]["check"] == {"attempt": 2, "attempts": 2, "keeps_what_it_showed": True, "by": "describer"}
+        assert r.record["spec"] == picture.record["spec"]  # a variation keeps the spec
+    targets.clear()
+    again = vary(picture.image, n=2, seed=3, model=spec_model)
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(first, again))
+
+
 def test_the_self_check_default_comes_from_the_environment(spec_model, monkeypatch):
     from pixelchat.engines.spec import SpecEngine
 

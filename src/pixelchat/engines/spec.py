@@ -208,39 +208,52 @@ class SpecEngine(GANEngine):
 
     def self_check(self, x: torch.Tensor, z: torch.Tensor, cond: torch.Tensor,
                    rows: list[tuple[GenerateRequest, int, SceneSpec]]) -> tuple[torch.Tensor, torch.Tensor, list, list]:
-        """Each picture whose prompt said something is read by the describer; one that misses a said value
-        is drawn again from another latent and another completion of what the prompt left open (both
+        """Each new picture whose prompt said something is read by the describer; one that misses a said
+        value is drawn again from another latent and another completion of what the prompt left open (both
         derived from its seed, so prompt + seed still make the same picture), up to the request's
         ``attempts`` draws; the first that shows everything said is kept, else the one likeliest to.
         Returns the pictures, their latents, their specs and each one's check for its record (None where
         nothing was checked)."""
         specs = [sp for _, _, sp in rows]
-        said = [{k: v for k, v in _observable(sp.values, self.schema).items() if sp.source.get(k) == "said"}
-                if self.attempts_for(r) > 1 else {} for r, _, sp in rows]
-        todo = [i for i, s in enumerate(said) if s]
-        checks: list[dict | None] = [None] * len(rows)
+        targets = [{k: v for k, v in _observable(sp.values, self.schema).items() if sp.source.get(k) == "said"}
+                   if self.attempts_for(r) > 1 else {} for r, _, sp in rows]
+
+        def propose(i: int, attempt: int) -> tuple[torch.Tensor, SceneSpec]:
+            request, seed, spec = rows[i]
+            s = attempt_seed(seed, attempt)
+            return (latent_for_seed(s, self.model_cfg.z_dim, request.truncation),
+                    complete_spec(spec.said, self.schema, s, spec.confidence))
+
+        return self._checked(x, z, specs, targets, [self.attempts_for(r) for r, _, _ in rows], propose)
+
+    def _checked(self, x: torch.Tensor, z: torch.Tensor, specs: list[SceneSpec], targets: list[dict[str, str]],
+                 limits: list[int], propose, key: str = "shows_what_was_said") -> tuple[torch.Tensor, torch.Tensor, list, list]:
+        """The check behind `self_check` and `vary`: picture i must show ``targets[i]``; ``propose(i, attempt)``
+        gives the latent and spec of its next draw; at most ``limits[i]`` draws. ``key``: the record's name
+        for whether the kept draw shows its target."""
+        specs = list(specs)
+        todo = [i for i, t in enumerate(targets) if t and limits[i] > 1]
+        checks: list[dict | None] = [None] * len(specs)
         if not todo:
             return x, z, specs, checks
         x, z = x.clone(), z.clone()
         best = {i: float("-inf") for i in todo}
-        for attempt in range(1, max(self.attempts_for(rows[i][0]) for i in todo) + 1):
-            todo = [i for i in todo if attempt <= self.attempts_for(rows[i][0])]
+        for attempt in range(1, max(limits[i] for i in todo) + 1):
+            todo = [i for i in todo if attempt <= limits[i]]
             if not todo:
                 break
             if attempt == 1:
                 xs, zs, tried = x[todo], z[todo], [specs[i] for i in todo]
             else:
-                seeds = [attempt_seed(rows[i][1], attempt) for i in todo]
-                zs = torch.stack([latent_for_seed(s, self.model_cfg.z_dim, rows[i][0].truncation)
-                                  for s, i in zip(seeds, todo)])
-                tried = [complete_spec(specs[i].said, self.schema, s, specs[i].confidence) for s, i in zip(seeds, todo)]
+                proposals = [propose(i, attempt) for i in todo]
+                zs, tried = torch.stack([p[0] for p in proposals]), [p[1] for p in proposals]
                 with torch.inference_mode():
                     xs = self.draw(zs, self.spec_tensor(tried))
-            fits, scores = self._fits(xs, [said[i] for i in todo])
+            fits, scores = self._fits(xs, [targets[i] for i in todo])
             for j, i in enumerate(todo):
                 if fits[j] or scores[j] > best[i]:
                     x[i], z[i], specs[i], best[i] = xs[j], zs[j], tried[j], scores[j]
-                    checks[i] = {"attempt": attempt, "shows_what_was_said": bool(fits[j]), "by": "describer"}
+                    checks[i] = {"attempt": attempt, key: bool(fits[j]), "by": "describer"}
                 checks[i]["attempts"] = attempt
             todo = [i for j, i in enumerate(todo) if not fits[j]]
         return x, z, specs, checks
@@ -360,8 +373,9 @@ class SpecEngine(GANEngine):
 
     def vary(self, image: Image.Image, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
              size: int | None = None, **options) -> list[GeneratedImage]:
-        """``n`` variations: the same spec, the latent moved by ``strength`` (no candidates are ranked), at
-        ``size`` (default: the picture's own where the model draws it)."""
+        """``n`` variations: the same spec, the latent moved by ``strength``, at ``size`` (default: the picture's
+        own where the model draws it). A variation that loses something the picture shows (by the describer)
+        is drawn again with the latent moved another way, as new pictures are (`self_check`)."""
         self.check_vary(options, n, strength, seed)
         out_size = self.output_size(image, size)
         src = self.source(image)
@@ -369,8 +383,22 @@ class SpecEngine(GANEngine):
         gen = torch.Generator().manual_seed(base)
         theta = strength * math.pi / 2
         zs = math.cos(theta) * src.z + math.sin(theta) * torch.randn((n, self.model_cfg.z_dim), generator=gen)
-        images = self.upscale(self.redraw(zs, src.text), out_size)
-        return self._spec_results(images, zs, src.prompt, base, "vary", src, src.spec, size=out_size, strength=strength)
+        images = self.redraw(zs, src.text)
+        # a variation keeps what the picture shows: what its spec says (for a picture from elsewhere, what the
+        # describer saw), checked as new pictures are; a miss moves the latent another way
+        shown = {k: v for k, v in _observable(src.spec.values, self.schema).items()
+                 if src.how == "record" or src.spec.source.get(k) != FILLED} if is_scenes(self.schema) else {}
+
+        def propose(i: int, attempt: int) -> tuple[torch.Tensor, SceneSpec]:
+            noise = torch.randn(self.model_cfg.z_dim, generator=torch.Generator().manual_seed(attempt_seed(base + i, attempt)))
+            return math.cos(theta) * src.z[0] + math.sin(theta) * noise, src.spec
+
+        images, zs, _, checks = self._checked(images, zs, [src.spec] * n, [shown] * n, [self.default_attempts] * n,
+                                              propose, key="keeps_what_it_showed")
+        images = self.upscale(images, out_size)
+        details = {"check": checks} if any(c is not None for c in checks) else {}
+        return self._spec_results(images, zs, src.prompt, base, "vary", src, src.spec, size=out_size, strength=strength,
+                                  **details)
 
     def _spec_results(self, images: torch.Tensor, zs: torch.Tensor, prompt: str, seed: int, operation: str,
                       src: Source, spec: SceneSpec, size: int | None = None, **details) -> list[GeneratedImage]:
