@@ -369,6 +369,8 @@ def test_everyday_turns_are_routed_as_a_person_means_them(tiny_model):
     assert s.turn("ok, go to turn 2").kind == "goto" and s.current == 2
     start = s.turn("start over")
     assert start.kind == "ask" and s.current is None and len(s.nodes) == 3  # the history stays
+    assert s.turn("go back to the first picture").kind == "goto" and s.current == 1
+    s.turn("start over")
     assert s.turn("a cat on a sofa").declined
     assert s.turn("no thanks").reply.startswith("nothing drawn") and not s.turn("yes").node  # nothing waits any more
     assert s.turn("a cat on a sofa").declined

@@ -324,7 +324,7 @@ class Session:
         if START_OVER.match(low):
             self.current = None
             return Turn("ask", "starting over: say what to draw (the earlier turns stay in the history)")
-        if (m := GOTO.match(low)) and self.node is not None:
+        if (m := GOTO.match(low)) and self.nodes:
             target = int(m.group("n")) if m.group("n") else self._first()
             if target not in self.nodes:
                 return Turn("ask", f"there is no turn {target}; turns are {', '.join(map(str, sorted(self.nodes)))}",
@@ -349,8 +349,10 @@ class Session:
         return self._edit(text, mask=mask)
 
     def _first(self) -> int:
-        """The first turn of the current picture's line of turns."""
+        """The first turn of the current picture's line of turns (with no current picture: the first turn)."""
         node = self.node
+        if node is None:
+            return min(self.nodes)
         while node.parent is not None:
             node = self.nodes[node.parent]
         return node.id

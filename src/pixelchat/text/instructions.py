@@ -221,7 +221,7 @@ class Revision:
 # Words said before a request that are not part of it: "hmm", "ok", "great" alone, and a polite lead-in
 # before a clause's verb ("can you remove the trees", "could you please add a boat").
 INTERJECTION = (r"(?:hmm+|h?mm|um+|uh+|ok(?:ay)?|alright|all right|well|oh|so|actually|great|nice|cool|good|perfect|"
-                r"lovely|wow|yes|yeah|right|thanks|thank you)")
+                r"lovely|wow|yes|yeah|thanks|thank you)")
 COURTESY = re.compile(rf"^(?:(?:{INTERJECTION}|(?:can|could|would|will) (?:you|we)|kindly|(?:i'd|i would) like (?:you )?to|"
                       r"i want you to|i'd love (?:you )?to|do you mind|please)[,!.]?\s+)+(?=\w)")
 _ONLY_INTERJECTION = re.compile(rf"^(?:{INTERJECTION}[,!. ]*)+$")
