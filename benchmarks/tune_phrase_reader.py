@@ -50,31 +50,7 @@ def words(text: str) -> list[str]:
 
 def memory(split: str) -> list[tuple[str, dict[str, str]]]:
     """(phrase, what it states) for every phrasing ``split`` (train or fit) uses."""
-    if split not in ("train", "fit"):
-        raise ValueError(f"memory split must be train or fit, got {split!r}")
-    pool = C.split_phrasings
-    out = []
-    adjectives = pool(C.SNOW_ADJ, split)
-    for terrain, phrasings in C.TERRAIN.items():
-        for p in pool(phrasings, split):
-            out.append((p.replace("{snow}", ""), {"terrain": terrain}))
-            out += [(p.replace("{snow}", a), {"terrain": terrain, "snow": "yes"}) for a in adjectives]
-    for name, table in (("snow", C.SNOW), ("time", C.TIME), ("celestial", C.CELESTIAL), ("water", C.WATER),
-                        ("trees", C.TREES), ("house", C.HOUSE), ("boat", C.BOAT)):
-        for value, phrasings in table.items():
-            out += [(p, {name: value}) for p in pool(phrasings, split)]
-    for value, phrasings in C.CLOUDS.items():
-        for p in pool(phrasings, split):
-            out.append((p.replace("{c}", ""), {"clouds": value}))
-            if value != "none":
-                out += [(p.replace("{c}", c), {"clouds": value, "cloud_color": colour})
-                        for colour, colours in C.CLOUD_COLOR.items() for c in pool(colours, split)]
-    out += [(p, {"clouds": "many", "cloud_color": "gray"}) for p in pool(C.OVERCAST, split)]
-    out += [(p, {}) for p in pool(C.GENERIC_SUBJECT, split)]
-    for template in pool(C.TEMPLATES, split):
-        out += [(part.strip(" ,"), {}) for part in re.split(r"\{\w+\}", template) if part.strip(" ,")]
-    unique = {" ".join(words(p)): said for p, said in out}
-    return list(unique.items())
+    return C.phrasing_statements(split)
 
 
 class PhraseReader:

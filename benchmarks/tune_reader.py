@@ -43,6 +43,9 @@ class SharedEncoding:
     def offsets(self, prompts):
         return self.encoder.offsets(prompts)
 
+    def embed(self, prompts, *a, **k):
+        return self.encoder.embed(prompts, *a, **k)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)

@@ -79,6 +79,13 @@ class CountingEncoder:
     def offsets(self, prompts):
         return self.inner.offsets(prompts)
 
+    def embed(self, prompts, *a, **k):
+        return self.inner.embed(prompts, *a, **k)
+
+    @property
+    def name(self):
+        return self.inner.name
+
 
 def test_a_prompt_the_patterns_explain_costs_no_encoder_pass():
     encoder = CountingEncoder()

@@ -105,6 +105,39 @@ def split_phrasings(phrasings: tuple[list[str], list[str]], split: str) -> list[
     return train + heldout
 
 
+def phrasing_statements(split: str = "train") -> list[tuple[str, dict[str, str]]]:
+    """Every phrasing ``split`` ("train" or "fit") uses, lower case, words only, with what it states: a
+    terrain phrasing with and without each snow adjective, a cloud phrasing with and without each
+    colour, and the templates' words and the generic subjects, which state nothing."""
+    import re
+
+    if split not in ("train", "fit"):
+        raise ValueError(f"split must be train or fit, got {split!r}")
+    pool = split_phrasings
+    out = []
+    adjectives = pool(SNOW_ADJ, split)
+    for terrain, phrasings in TERRAIN.items():
+        for p in pool(phrasings, split):
+            out.append((p.replace("{snow}", ""), {"terrain": terrain}))
+            out += [(p.replace("{snow}", a), {"terrain": terrain, "snow": "yes"}) for a in adjectives]
+    for name, table in (("snow", SNOW), ("time", TIME), ("celestial", CELESTIAL), ("water", WATER),
+                        ("trees", TREES), ("house", HOUSE), ("boat", BOAT)):
+        for value, phrasings in table.items():
+            out += [(p, {name: value}) for p in pool(phrasings, split)]
+    for value, phrasings in CLOUDS.items():
+        for p in pool(phrasings, split):
+            out.append((p.replace("{c}", ""), {"clouds": value}))
+            if value != "none":
+                out += [(p.replace("{c}", c), {"clouds": value, "cloud_color": colour})
+                        for colour, colours in CLOUD_COLOR.items() for c in pool(colours, split)]
+    out += [(p, {"clouds": "many", "cloud_color": "gray"}) for p in pool(OVERCAST, split)]
+    out += [(p, {}) for p in pool(GENERIC_SUBJECT, split)]
+    for template in pool(TEMPLATES, split):
+        out += [(part.strip(" ,"), {}) for part in re.split(r"\{\w+\}", template) if part.strip(" ,")]
+    unique = {" ".join(re.findall(r"[a-z0-9']+(?:-[a-z0-9']+)*", p.lower())): said for p, said in out}
+    return list(unique.items())
+
+
 def _pick(rng: np.random.Generator, phrasings: tuple[list[str], list[str]], split: str) -> str:
     if split == "heldout":
         train, heldout = phrasings

@@ -99,6 +99,10 @@ def reader_probabilities(reader: PromptReader, encoder, prompts: list[str]) -> l
 # share of its attention from words the patterns left unexplained: the network reads new wording, and
 # does not second-guess the words the patterns explain.
 UNEXPLAINED_ATTENTION = 0.5
+# ... and only when the words the patterns leave unexplained are somewhat like the training phrasings
+# (cosine of their sentence embedding to the nearest one, all-MiniLM-L6-v2): "a canoe" is (0.58 to a
+# boat phrasing), "a guitar" is not (0.31). Chosen on bench_nearest's tuning half.
+KNOWN_WORDS = 0.35
 
 
 def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns: bool = True) -> list[Reading]:
@@ -121,7 +125,12 @@ def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns:
             logits, attention = reader.read(enc.tokens, enc.mask)
         probs = [lg.softmax(-1) for lg in logits]
         offsets = encoder.offsets([texts[i] for i in need]) if gated else None
+        likeness = _likeness_to_training(reader, encoder, [" ".join(texts[i][a:b] for a, b in unexplained[i])
+                                                           for i in need]) if gated else None
         for row, i in enumerate(need):
+            if gated and likeness[row] < KNOWN_WORDS:  # words unlike any the reader learned from: read nothing
+                network[i] = ({}, {})
+                continue
             if gated:
                 loose = torch.zeros(attention.shape[-1])
                 for t, (s, e) in enumerate(offsets[row][:attention.shape[-1]]):
@@ -146,6 +155,17 @@ def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns:
         out.append(Reading({k: values[k] for k in order}, {k: round(confidence[k], 4) for k in order},
                            {k: by[k] for k in order}))
     return out
+
+
+def _likeness_to_training(reader: PromptReader, encoder, texts: list[str]) -> list[float]:
+    """Each text's cosine similarity to the nearest training phrasing (sentence embeddings)."""
+    from pixelchat.data.captions import phrasing_statements
+
+    name, keys = getattr(reader, "_phrasing_keys", (None, None))
+    if keys is None or name != encoder.name:  # embedded once per reader and encoder
+        keys = encoder.embed([p for p, _ in phrasing_statements("train")])
+        reader._phrasing_keys = (encoder.name, keys)
+    return (encoder.embed(texts) @ keys.T).max(1).values.tolist()
 
 
 def conflicts(values: dict[str, str]) -> list[tuple[str, str]]:
