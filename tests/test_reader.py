@@ -122,6 +122,17 @@ def test_a_network_reading_that_contradicts_another_is_dropped(values, by, kept)
     assert values == kept and set(by) == set(kept) and set(confidence) == set(kept)
 
 
+def test_words_unlike_any_training_phrasing_are_not_read_by_the_network(monkeypatch):
+    import pixelchat.text.reader as reader_module
+
+    reader, encoder = load_reader(), load_text_encoder()
+    assert read_prompt(reader, encoder, "add a guitar").values == {}  # nothing the scenes know
+    monkeypatch.setattr(reader_module, "KNOWN_WORDS", 0.0)  # without the gate the network reads a lake into it
+    assert read_prompt(reader, encoder, "add a guitar").values == {"water": "lake"}
+    monkeypatch.undo()
+    assert read_prompt(reader, encoder, "a cottage with a canoe").values.get("boat") == "yes"  # like "a boat"
+
+
 def test_token_offsets_point_into_the_prompt():
     encoder = load_text_encoder()
     [offsets] = encoder.offsets(["snowy hills"])
