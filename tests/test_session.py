@@ -382,3 +382,10 @@ def test_a_prompt_that_contradicts_itself_is_answered_not_raised():
     s = Session(seed=1)  # the shipped spec model refuses the sun at night
     t = s.turn("a sunny night over the hills")
     assert t.kind == "ask" and "the sun is only in the sky by day or at sunset" in t.reply and not s.nodes
+
+
+def test_a_reply_says_when_the_prompt_asks_for_more_than_one_of_a_single_thing():
+    s = Session(seed=2)  # the shipped spec model
+    assert s.turn("three houses by a lake").reply.endswith("these pictures have at most one house")
+    assert "at most one" not in Session(seed=2).turn("a house by a lake").reply
+

@@ -62,6 +62,11 @@ PRAISE = (rf"(?:{INTERJECTION}|you|very much|so much|(?:it |that )?looks? (?:gre
 THANKS = re.compile(rf"^{PRAISE}(?:[,!. ]+{PRAISE})*[.! ]*$")  # "thanks, looks great!": nothing to do
 YES = re.compile(r"^(?:yes|yeah|yep|sure|ok(?:ay)?|go ahead|do it|please do|please)[.! ]*$")
 NO = re.compile(r"^(?:no|nope|no thanks|no thank you|never mind|nevermind|cancel|forget it|don't)[.! ]*$")
+# Things a scene holds one of at most, asked for in numbers ("three houses", "2 boats").
+ONE_OF = {"house": "house", "cottage": "house", "cabin": "house", "hut": "house", "home": "house",
+          "boat": "boat", "sailboat": "boat", "ship": "boat", "sun": "sun", "moon": "moon", "lake": "lake"}
+SEVERAL = re.compile(r"\b(?:two|three|four|five|six|seven|eight|nine|ten|several|many|multiple|[2-9]|\d\d+) "
+                     r"(?:\w+ )?(?P<thing>houses|cottages|cabins|huts|homes|boats|sailboats|ships|suns|moons|lakes)\b")
 CHECK_STRENGTHS = (0.35, 0.6, 0.85)  # how far a self-check attempt may move from the picture, step by step
 # A spec-conditioned model's first attempt keeps the picture's latent (the spec alone changes).
 SPEC_CHECK_STRENGTHS = (0.0, 0.35, 0.6)
@@ -432,6 +437,8 @@ class Session:
             reply = "here it is" + (f" ({shown})" if shown else "")
         if unmet:
             reply += "; " + self._unmet_reply(unmet)
+        if (counted := SEVERAL.search(prompt.lower())) and spec:  # "three houses": the scenes hold one at most
+            reply += f"; these pictures have at most one {ONE_OF[counted.group('thing').rstrip('s')]}"
         node = self._add(message, "generate", prompt, named, reply, result, unmet=unmet, attempt=attempt)
         if seen is not None:
             self._seen[node.id] = seen
