@@ -125,12 +125,7 @@ def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns:
             logits, attention = reader.read(enc.tokens, enc.mask)
         probs = [lg.softmax(-1) for lg in logits]
         offsets = encoder.offsets([texts[i] for i in need]) if gated else None
-        likeness = _likeness_to_training(reader, encoder, [" ".join(texts[i][a:b] for a, b in unexplained[i])
-                                                           for i in need]) if gated else None
         for row, i in enumerate(need):
-            if gated and likeness[row] < KNOWN_WORDS:  # words unlike any the reader learned from: read nothing
-                network[i] = ({}, {})
-                continue
             if gated:
                 loose = torch.zeros(attention.shape[-1])
                 for t, (s, e) in enumerate(offsets[row][:attention.shape[-1]]):
@@ -143,6 +138,15 @@ def read_prompts(reader: PromptReader, encoder, prompts: list[str], *, patterns:
                     continue
                 values[name], confidence[name] = vals[j], float(p[j])
             network[i] = (values, confidence)
+        # words unlike any the reader learned from: it reads nothing from them (asked only where it read
+        # something, which spares the extra encoder pass for most new wording)
+        read = [i for i in need if gated and network[i][0]]
+        if read:
+            likeness = _likeness_to_training(reader, encoder, [" ".join(texts[i][a:b] for a, b in unexplained[i])
+                                                               for i in read])
+            for i, like in zip(read, likeness):
+                if like < KNOWN_WORDS:
+                    network[i] = ({}, {})
     out = []
     for i in range(len(texts)):
         values, confidence = network.get(i, ({}, {}))
