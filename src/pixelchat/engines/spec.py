@@ -180,7 +180,7 @@ class SpecEngine(GANEngine):
         with torch.inference_mode():
             x = self.draw(z, cond)
         rows = [(r, s, sp) for r, ss, sps in zip(requests, seeds, specs) for s, sp in zip(ss, sps)]
-        x, z, final, checks = self.self_check(x, z, cond, rows)
+        x, z, final, checks = self.self_check(x, z, rows)
         images = self.pictures(x, [self.check_size(r.size) for r, _, _ in rows])
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         out, i = [], 0
@@ -206,7 +206,7 @@ class SpecEngine(GANEngine):
             raise ValueError(f"attempts must be between 1 and {MAX_ATTEMPTS}, got {attempts}")
         return attempts if is_scenes(self.schema) else 1  # the describer reads scenes only
 
-    def self_check(self, x: torch.Tensor, z: torch.Tensor, cond: torch.Tensor,
+    def self_check(self, x: torch.Tensor, z: torch.Tensor,
                    rows: list[tuple[GenerateRequest, int, SceneSpec]]) -> tuple[torch.Tensor, torch.Tensor, list, list]:
         """Each new picture whose prompt said something is read by the describer; one that misses a said
         value is drawn again from another latent and another completion of what the prompt left open (both

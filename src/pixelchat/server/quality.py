@@ -7,6 +7,8 @@ before one picture is kept.
   describer's summed confidence in them, then the earlier seed). ``low`` and ``auto`` draw one
   candidate, so a seed gives the same picture as the library and the CLI; ``medium`` draws 2,
   ``high`` 4. Asking for ``partial_images`` streams runners-up, so it draws at least that many more.
+  A spec model checks each candidate itself as it draws it (its record's ``check``; see
+  `pixelchat.engines.spec.SpecEngine.self_check`), so this compares pictures already checked.
 - Edits and variations rank their own candidates inside the engine; quality sets how many
   (`edit_options`), where the engine takes that option.
 
