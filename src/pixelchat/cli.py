@@ -240,7 +240,7 @@ def describe(
     if as_json:
         typer.echo(json.dumps({"image": str(image), **d.to_dict()}))
         return
-    if getattr(d, "familiar", None) is False:
+    if d.familiar is False:
         from pixelchat.vision.describer import UNFAMILIAR
 
         typer.echo(f"note: {UNFAMILIAR}")

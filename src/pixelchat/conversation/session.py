@@ -993,7 +993,7 @@ class Session:
 def _seen_reply(d) -> str:
     """What a description says of a picture, and that it means little where the picture is unlike the
     scenes the describer knows."""
-    if getattr(d, "familiar", None) is False:
+    if d.familiar is False:
         from pixelchat.vision.describer import UNFAMILIAR
 
         return f"{UNFAMILIAR}; the nearest I can read: {d.caption}"

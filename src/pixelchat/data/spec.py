@@ -54,15 +54,23 @@ def check_values(values: dict[str, str], schema: dict[str, list[str]], *, comple
         check_compatible(values)
 
 
-def check_compatible(values: dict[str, str]) -> None:
-    """A partial scenes spec that no full one can complete (a boat with no water, the moon by day)."""
-    v = values
+def incompatible(values: dict[str, str]) -> list[tuple[str, str, str]]:
+    """The pairs of values in a partial scenes spec that no full one can complete (a boat with no water,
+    the moon by day): (attribute, attribute, why) each."""
+    v, out = values, []
     if v.get("boat") == "yes" and v.get("water") == "none":
-        raise SpecError("a boat needs water (lake or sea)")
+        out.append(("boat", "water", "a boat needs water (lake or sea)"))
     if v.get("celestial") == "sun" and v.get("time") == "night":
-        raise SpecError("the sun is only in the sky by day or at sunset")
+        out.append(("celestial", "time", "the sun is only in the sky by day or at sunset"))
     if v.get("celestial") == "moon" and v.get("time") not in (None, "night"):
-        raise SpecError("the moon is only in the sky at night")
+        out.append(("celestial", "time", "the moon is only in the sky at night"))
+    return out
+
+
+def check_compatible(values: dict[str, str]) -> None:
+    """A partial scenes spec that no full one can complete is a SpecError saying why."""
+    for _, _, why in incompatible(values)[:1]:
+        raise SpecError(why)
 
 
 @dataclass

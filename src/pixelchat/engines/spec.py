@@ -261,15 +261,17 @@ class SpecEngine(GANEngine):
     def _fits(self, images: torch.Tensor, targets: list[dict[str, str]]) -> tuple[list[bool], list[float]]:
         """Per picture: does the describer read every target value, and the mean log-probability it gives them."""
         from pixelchat.vision.describer import attribute_probabilities
+        from pixelchat.vision.editing import agreement
 
         with torch.inference_mode():
             probs = attribute_probabilities(self.describer, images)
         schema = self.describer.cfg.schema
         fits, scores = [], []
         for j, target in enumerate(targets):
-            known = {k: schema[k].index(v) for k, v in target.items() if k in probs and v in schema[k]}
-            fits.append(all(int(probs[k][j].argmax()) == v for k, v in known.items()))
-            scores.append(sum(math.log(max(float(probs[k][j, v]), 1e-6)) for k, v in known.items()) / max(len(known), 1))
+            row = {k: p[j:j + 1] for k, p in probs.items()}
+            fits.append(all(int(row[k].argmax()) == schema[k].index(v) for k, v in target.items()
+                            if k in row and v in schema[k]))
+            scores.append(float(agreement(row, target, schema)[0]))
         return fits, scores
 
     # --- edit, vary ----------------------------------------------------------------------------

@@ -173,16 +173,13 @@ def _likeness_to_training(reader: PromptReader, encoder, texts: list[str]) -> li
 
 
 def conflicts(values: dict[str, str]) -> list[tuple[str, str]]:
-    """Pairs of scenes attributes whose read values cannot hold together: what the schema forbids (a boat
-    on no water, the sun at night, the moon by day) and a cloud colour for a cloudless sky."""
-    v, out = values, []
-    if v.get("boat") == "yes" and v.get("water") == "none":
-        out.append(("boat", "water"))
-    if v.get("celestial") == "sun" and v.get("time") == "night":
-        out.append(("celestial", "time"))
-    if v.get("celestial") == "moon" and v.get("time") in ("day", "sunset"):
-        out.append(("celestial", "time"))
-    if v.get("clouds") == "none" and "cloud_color" in v:
+    """Pairs of scenes attributes whose read values cannot hold together: what the schema forbids
+    (`pixelchat.data.spec.incompatible`: a boat on no water, the sun at night, the moon by day) and a
+    cloud colour for a cloudless sky."""
+    from pixelchat.data.spec import incompatible
+
+    out = [(a, b) for a, b, _ in incompatible(values)]
+    if values.get("clouds") == "none" and "cloud_color" in values:
         out.append(("clouds", "cloud_color"))
     return out
 
