@@ -72,3 +72,47 @@ def test_diff_augment_keeps_shape_and_gradients():
     assert x.grad is not None
     with pytest.raises(ValueError, match="unknown augmentation"):
         diff_augment("rotate")
+
+
+def _written_out(block, x, c):
+    """GBlock as its docstring writes it: upsample, fuse, LeakyReLU, conv1, fuse, LeakyReLU, conv2, + shortcut."""
+    import torch.nn.functional as F
+
+    x = F.interpolate(x, scale_factor=2, mode="nearest")
+    h = block.conv1(F.leaky_relu(block.fuse1(x, c), 0.2))
+    h = block.conv2(F.leaky_relu(block.fuse2(h, c), 0.2))
+    return block.shortcut(x) + h
+
+
+@pytest.mark.parametrize("cin,cout", [(8, 8), (8, 4)])  # identity shortcut, 1x1 conv shortcut
+def test_the_folded_generator_block_computes_the_written_out_function(cin, cout):
+    from pixelchat.models.textgan import FiLMBank, GBlock
+
+    torch.manual_seed(0)
+    block = GBlock(cin, cout, 6)
+    for p in block.parameters():  # away from the identity initialisation of the fusion layers
+        p.data += 0.1 * torch.randn_like(p)
+    x, c = torch.randn(3, cin, 5, 5, requires_grad=True), torch.randn(3, 6)
+    ref, out = _written_out(block, x, c), block(x, c)
+    assert out.shape == (3, cout, 10, 10) and torch.allclose(out, ref, atol=1e-5)
+    films = FiLMBank([block.fuse1, block.fuse2])(c)
+    assert torch.allclose(block(x, c, (films[0], films[1])), ref, atol=1e-5)
+    # training: the same gradients for the input and for every weight
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    (g_out,) = torch.autograd.grad(block(x, c).square().sum(), x)
+    assert torch.allclose(g_out, g_ref, atol=1e-4)
+    w_ref = torch.autograd.grad(_written_out(block, x, c).sum(), list(block.parameters()))
+    w_out = torch.autograd.grad(block(x, c).sum(), list(block.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(w_out, w_ref))
+    # inference caches the folded weights, and a changed weight is noticed
+    with torch.no_grad():
+        assert torch.allclose(block(x, c), ref, atol=1e-5)
+        block.conv1.weight.mul_(2)
+        assert torch.allclose(block(x, c), _written_out(block, x, c), atol=1e-5)
+        assert torch.allclose(torch.stack(FiLMBank([block.fuse1])(c)[0]),
+                              torch.stack([block.fuse1.gamma(c), block.fuse1.beta(c)]), atol=1e-6)
+        block.fuse1.gamma[2].weight.add_(1)
+        bank = FiLMBank([block.fuse1, block.fuse2])
+        bank(c)
+        block.fuse1.gamma[2].weight.add_(1)
+        assert torch.allclose(bank(c)[0][0], block.fuse1.gamma(c), atol=1e-5)

@@ -93,10 +93,14 @@ class GANEngine:
         self._prepared: dict[str, object] = {}
         self._prepare_lock = threading.Lock()
 
-    def _run(self, name: str, module: torch.nn.Module, key: str, *inputs: torch.Tensor, calibration=None) -> torch.Tensor:
-        """``module(*inputs)`` by the engine's runtime (prepared, and for exported runtimes cached, on first use).
-        ``calibration``: the callable giving the inputs an int8 network is calibrated on (None: it stays eager)."""
-        if self.runtime == "eager":
+    def _run(self, name: str, module: torch.nn.Module, key, *inputs: torch.Tensor, calibration=None,
+             runtime: str | None = None) -> torch.Tensor:
+        """``module(*inputs)`` by the engine's runtime, or by ``runtime`` (prepared, and for exported runtimes
+        cached, on first use). ``key``: the name of the network's weights in the export cache, or a callable
+        giving it. ``calibration``: the callable giving the inputs an int8 network is calibrated on (None: it
+        stays eager)."""
+        runtime = runtime or self.runtime
+        if runtime == "eager":
             return module(*inputs)
         fn = self._prepared.get(name)
         if fn is None:
@@ -106,8 +110,25 @@ class GANEngine:
                 fn = self._prepared.get(name)
                 if fn is None:
                     example = tuple(t[:1].expand(2, *t.shape[1:]).contiguous() for t in inputs)
-                    fn = self._prepared[name] = prepare(self.runtime, module, example, key, calibration)
+                    fn = self._prepared[name] = prepare(runtime, module, example, key() if callable(key) else key,
+                                                        calibration)
         return fn(*inputs)
+
+    def attribute_probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The describer's per-attribute probabilities, (B, values) each, for pictures (B, 3, H, W) in [-1, 1]
+        or uint8, run by the engine's runtime; under int8 by ONNX Runtime in fp32, so that the checks read
+        in full precision."""
+        from pixelchat.vision.describer import AttributeHeads, attribute_probabilities, weights_key
+
+        describer = self.describer
+        if self.runtime == "eager":
+            return attribute_probabilities(describer, images)
+        heads = getattr(self, "_heads", None)
+        if heads is None or heads.describer is not describer:
+            heads = self._heads = AttributeHeads(describer).eval()
+        runtime = "onnx" if self.runtime == "int8" else self.runtime
+        return attribute_probabilities(describer, images, lambda x: self._run(
+            "describer", heads, lambda: f"describer-{weights_key(describer)}", x, runtime=runtime))
 
     def draw(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The generator's forward pass (B, 3, n, n) in [-1, 1], by the engine's runtime."""
@@ -525,10 +546,9 @@ class GANEngine:
     @torch.inference_mode()
     def _rank(self, images: torch.Tensor, target: dict[str, str], reference: torch.Tensor,
               closeness: float = 1.0) -> torch.Tensor:
-        from pixelchat.vision.describer import attribute_probabilities
         from pixelchat.vision.editing import rank
 
-        probs = attribute_probabilities(self.describer, images) if target else {}
+        probs = self.attribute_probabilities(images) if target else {}
         return rank(probs, target, self.describer.cfg.schema, images, reference, closeness)
 
     def _results(self, images: torch.Tensor, zs: torch.Tensor, prompt: str, seed: int, operation: str,

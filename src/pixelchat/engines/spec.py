@@ -260,11 +260,10 @@ class SpecEngine(GANEngine):
 
     def _fits(self, images: torch.Tensor, targets: list[dict[str, str]]) -> tuple[list[bool], list[float]]:
         """Per picture: does the describer read every target value, and the mean log-probability it gives them."""
-        from pixelchat.vision.describer import attribute_probabilities
         from pixelchat.vision.editing import agreement
 
         with torch.inference_mode():
-            probs = attribute_probabilities(self.describer, images)
+            probs = self.attribute_probabilities(images)
         schema = self.describer.cfg.schema
         fits, scores = [], []
         for j, target in enumerate(targets):

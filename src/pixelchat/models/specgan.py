@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixelchat.models.config import ModelConfig
-from pixelchat.models.textgan import GBlock
+from pixelchat.models.textgan import FiLMBank, GBlock
 
 
 class SpecEmbedding(nn.Module):
@@ -49,13 +49,15 @@ class Generator(nn.Module):
         chans = [c4] + [cfg.channels(r, cfg.ngf) for r in resolutions]
         self.blocks = nn.ModuleList(GBlock(a, b, cond_dim) for a, b in zip(chans[:-1], chans[1:]))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
+        self.films = FiLMBank([f for b in self.blocks for f in (b.fuse1, b.fuse2)])
 
     def forward(self, z: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
         """z (B, z_dim), spec (B, A) value indices → image (B, 3, size, size) in [-1, 1]."""
         c = torch.cat([z, self.embed(spec)], dim=1)  # (B, cond_dim)
+        films = self.films(c)
         x = self.fc(c).view(z.shape[0], -1, 4, 4)  # (B, C4, 4, 4)
-        for block in self.blocks:
-            x = block(x, c)
+        for i, block in enumerate(self.blocks):
+            x = block(x, c, (films[2 * i], films[2 * i + 1]))
         return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))
 
 

@@ -301,9 +301,38 @@ def fit_familiarity(describer: Describer, fit: torch.Tensor, calibrate: torch.Te
 
 
 @torch.inference_mode()
-def attribute_probabilities(describer: Describer, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per attribute, (B, values) probabilities; images (B, 3, H, W) uint8 or in [-1, 1]."""
-    return {k: v.softmax(-1) for k, v in describer.attribute_logits(describer.encode(images)).items()}
+def attribute_probabilities(describer: Describer, images: torch.Tensor, heads=None) -> dict[str, torch.Tensor]:
+    """Per attribute, (B, values) probabilities; images (B, 3, H, W) uint8 or in [-1, 1]. ``heads``: what runs
+    `AttributeHeads` of this describer (an inference runtime's prepared network; None: the module itself)."""
+    if heads is None:
+        return {k: v.softmax(-1) for k, v in describer.attribute_logits(describer.encode(images)).items()}
+    probs = heads(describer.prepare(images).contiguous())
+    return dict(zip(describer.cfg.schema, probs.split([len(v) for v in describer.cfg.schema.values()], dim=1)))
+
+
+class AttributeHeads(nn.Module):
+    """The describer's attribute reading as one network of one input and one output, for the inference
+    runtimes: prepared pictures (B, 3, size, size) in [-1, 1] → the heads' probabilities side by side
+    (B, Σ values, attributes in schema order)."""
+
+    def __init__(self, describer: Describer):
+        super().__init__()
+        self.describer = describer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.describer.attribute_logits(self.describer.encoder(x))
+        return torch.cat([v.softmax(-1) for v in logits.values()], dim=1)
+
+
+def weights_key(module: nn.Module) -> str:
+    """16 hex digits naming a network's weights (its parameters and buffers), for caches of derived graphs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @torch.inference_mode()
