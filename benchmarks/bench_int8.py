@@ -95,8 +95,10 @@ def main() -> None:
     out = {"machine": machine(), "threads": torch.get_num_threads(), "n": args.n, "calibration": args.calibrate, "networks": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (module, one, many, calibration, key) in nets.items():
-            fp32 = export_onnx(module, tuple(t[:1].expand(2, *t.shape[1:]).contiguous() for t in one), key)  # as the engine does
-            int8 = quantized_onnx(fp32, lambda: calibration, Path(tmp) / f"{name.split()[0]}-int8.onnx")  # the runtime's settings
+            example = tuple(t[:1].expand(2, *t.shape[1:]).contiguous() for t in one)  # as the engine does
+            fp32 = export_onnx(module, example, key)
+            int8 = quantized_onnx(export_onnx(module, example, key, quantizable=True), lambda: calibration,
+                                  Path(tmp) / f"{name.split()[0]}-int8.onnx")  # the runtime's settings
             threads = torch.get_num_threads()
             runners = {"eager fp32": module, "onnx fp32": _OnnxRunner(fp32, threads), "onnx int8": _OnnxRunner(int8, threads)}
             batch = tuple(t[:args.batch] for t in many)

@@ -116,3 +116,19 @@ def test_the_folded_generator_block_computes_the_written_out_function(cin, cout)
         bank(c)
         block.fuse1.gamma[2].weight.add_(1)
         assert torch.allclose(bank(c)[0][0], block.fuse1.gamma(c), atol=1e-5)
+
+
+def test_int8_exports_see_the_upsampling_written_out():
+    from pixelchat.models.textgan import GBlock, written_out_upsampling
+
+    torch.manual_seed(1)
+    block = GBlock(8, 4, 6).eval()
+    x, c = torch.randn(2, 8, 4, 4), torch.randn(2, 6)
+    with torch.no_grad():
+        folded = block(x, c)
+        with written_out_upsampling():
+            written = block(x, c)
+            graph = torch.export.export(block, (x, c)).graph_module.code
+        assert "upsample_nearest" in graph and "conv_transpose" not in graph
+        assert "conv_transpose" in torch.export.export(block, (x, c)).graph_module.code  # the flag ends with the block
+        assert torch.allclose(written, _written_out(block, x, c), atol=1e-6) and torch.allclose(folded, written, atol=1e-5)

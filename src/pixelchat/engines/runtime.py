@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,10 +87,10 @@ def prepare(name: str, module: torch.nn.Module, example: tuple[torch.Tensor, ...
         # a batch size seen twice recompiles once with a symbolic batch (dynamic=None); dynamic=True fails
         # with freezing on the text GAN's generator
         return torch.compile(module, options={"freezing": True})
-    path = export_onnx(module, example, key)
     threads = torch.get_num_threads()
     if name == "int8":
-        return _OnnxRunner(quantized_onnx(path, calibration), threads)
+        return _OnnxRunner(quantized_onnx(export_onnx(module, example, key, quantizable=True), calibration), threads)
+    path = export_onnx(module, example, key)
     if name == "onnx":
         return _OnnxRunner(path, threads)
     return _OpenVinoRunner(path, threads, [tuple(t.shape[1:]) for t in example])
@@ -116,12 +117,17 @@ def code_key(module: torch.nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], key: str) -> Path:
+def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], key: str, *,
+                quantizable: bool = False) -> Path:
     """The module as an ONNX file with a dynamic batch dimension (cached by ``key``, the network's code
-    and torch's version)."""
+    and torch's version). ``quantizable``: in the form int8 quantization handles best (generator blocks
+    with their upsampling written out: `pixelchat.models.textgan.written_out_upsampling`)."""
     import onnxscript  # noqa: F401  (the dynamo exporter's dependency; a clear error above when missing)
 
-    path = cache_dir() / f"{key}-{code_key(module)}-torch{torch.__version__.split('+')[0]}.onnx"
+    from pixelchat.models.textgan import written_out_upsampling
+
+    form = "-q" if quantizable else ""
+    path = cache_dir() / f"{key}{form}-{code_key(module)}-torch{torch.__version__.split('+')[0]}.onnx"
     with _export_lock:
         if path.is_file():
             return path
@@ -134,7 +140,7 @@ def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], key:
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            with warnings.catch_warnings(), torch.no_grad():
+            with warnings.catch_warnings(), torch.no_grad(), written_out_upsampling() if quantizable else nullcontext():
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(module, example, dynamo=True, verbose=False,
                                             dynamic_shapes=tuple({0: batch} for _ in example))
