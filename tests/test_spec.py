@@ -229,7 +229,7 @@ def test_spec_model_draws_with_int8_calibrated_on_specs_from_the_prior(spec_mode
         assert y.record["runtime"] == "int8" and y.record["spec"] == x.record["spec"]
     # the self-check read those pictures with the describer on ONNX Runtime in fp32: what eager reads
     assert list(tmp_path.glob("runtime/describer-*.onnx")) and not list(tmp_path.glob("runtime/describer-*int8*"))
-    pictures = torch.stack([torch.from_numpy(np.asarray(g.image)).permute(2, 0, 1) for g in a])
+    pictures = torch.stack([torch.from_numpy(np.array(g.image)).permute(2, 0, 1) for g in a])
     read_eager, read_int8 = eager.attribute_probabilities(pictures), int8.attribute_probabilities(pictures)
     assert read_eager.keys() == read_int8.keys() == set(SCENES)
     assert max(float((read_eager[k] - read_int8[k]).abs().max()) for k in SCENES) < 1e-4
