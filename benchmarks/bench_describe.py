@@ -6,6 +6,9 @@
    it against the original render's attributes. As a control, the same with the ground-truth
    prompt (what the generator manages when the description is perfect).
 3. Agreement of the describer with the judge on generated pictures (what edits re-rank on).
+4. The self-check's reader (the checker, where the engine has one): its heads on the same renders,
+   its agreement with the judge on the same generated pictures, and what one reading costs against
+   the describer's (one picture, p50 of 200; a batch of 64, per picture).
 
     python bench_describe.py --n 1000
 """
@@ -25,7 +28,7 @@ from pixelchat.data.scenes import SCHEMA, labels_to_attributes, observable, rend
 from pixelchat.engines import GenerateRequest, load_engine
 from pixelchat.evaluation.judge import load_judge, predict
 from pixelchat.text.instructions import read_attributes
-from pixelchat.vision.describer import describe_images
+from pixelchat.vision.describer import attribute_probabilities, describe_images
 
 SEED = 72_000_000  # renders neither the describer nor the judge trained or was tested on
 
@@ -86,6 +89,27 @@ def main():
     # what a picture can show, as for the truths: a cloud colour only with clouds, a boat only on water
     seen = [{k: v for k, v in observable(j).items() if not (k == "boat" and j.get("water") == "none")} for j in judged]
     out["describer_vs_judge_on_generated"] = accuracy([(j, d.attributes) for j, d in zip(seen, on_generated)])
+    checker = getattr(engine, "checker", None)
+    readers = {"describer": engine.describer}
+    if checker is not None and checker is not engine.describer:
+        readers["checker"] = checker
+        out["checker_heads"] = accuracy([(tr, d.attributes) for tr, d in
+                                         zip(truths, describe_images(checker, images, captions=False))])
+        out["checker_vs_judge_on_generated"] = accuracy(
+            [(j, d.attributes) for j, d in zip(seen, describe_images(checker, x, captions=False))])
+    pictures = x.float() / 127.5 - 1
+    for name, reader in readers.items():
+        one, batch = pictures[:1], pictures[:64]
+        times = []
+        for i in range(220):
+            t = time.perf_counter()
+            attribute_probabilities(reader, one)
+            times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(5):
+            attribute_probabilities(reader, batch)
+        out[f"{name}_reading_ms"] = {"one_picture_p50": round(1000 * float(np.median(times[20:])), 2),
+                                     "batch_64_per_picture": round(1000 * (time.perf_counter() - t) / (5 * len(batch)), 3)}
     print(json.dumps(out, indent=1))
     if args.json:
         with open(args.json, "w") as f:

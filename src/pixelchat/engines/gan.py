@@ -75,6 +75,7 @@ class GANEngine:
                 "install the same encoder weights or retrain")
         self.encoder = encoder
         self._describer = describer  # a Describer, a checkpoint path, or None for the shipped one
+        self._describer_is_default = describer is None
         self._inverter_path = inverter
         self._inverter = None
         self.info = ModelInfo(id=config.get("name") or ckpt.path.stem, sha256=ckpt.sha256, engine="gan",
@@ -114,21 +115,22 @@ class GANEngine:
                                                         calibration)
         return fn(*inputs)
 
-    def attribute_probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The describer's per-attribute probabilities, (B, values) each, for pictures (B, 3, H, W) in [-1, 1]
-        or uint8, run by the engine's runtime; under int8 by ONNX Runtime in fp32, so that the checks read
-        in full precision."""
+    def attribute_probabilities(self, images: torch.Tensor, reader: str = "describer") -> dict[str, torch.Tensor]:
+        """Per-attribute probabilities, (B, values) each, for pictures (B, 3, H, W) in [-1, 1] or uint8, read by
+        the describer or, with ``reader="checker"``, by the self-check's reader (`checker`); run by the engine's
+        runtime, under int8 by ONNX Runtime in fp32, so that the checks read in full precision."""
         from pixelchat.vision.describer import AttributeHeads, attribute_probabilities, weights_key
 
-        describer = self.describer
+        network = self.checker if reader == "checker" else self.describer
         if self.runtime == "eager":
-            return attribute_probabilities(describer, images)
-        heads = getattr(self, "_heads", None)
-        if heads is None or heads.describer is not describer:
-            heads = self._heads = AttributeHeads(describer).eval()
+            return attribute_probabilities(network, images)
+        prepared = self.__dict__.setdefault("_heads", {})
+        heads = prepared.get(reader)
+        if heads is None or heads.describer is not network:
+            heads = prepared[reader] = AttributeHeads(network).eval()
         runtime = "onnx" if self.runtime == "int8" else self.runtime
-        return attribute_probabilities(describer, images, lambda x: self._run(
-            "describer", heads, lambda: f"describer-{weights_key(describer)}", x, runtime=runtime))
+        return attribute_probabilities(network, images, lambda x: self._run(
+            reader, heads, lambda: f"{reader}-{weights_key(network)}", x, runtime=runtime))
 
     def draw(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The generator's forward pass (B, 3, n, n) in [-1, 1], by the engine's runtime."""
@@ -360,6 +362,23 @@ class GANEngine:
             with torch.inference_mode(False):  # its weights must also serve latent refinement
                 self._describer = load_describer(self._describer)
         return self._describer
+
+    @property
+    def checker(self):
+        """What reads new pictures back for the self-check: the shipped checker (`pixelchat.vision.describer.
+        DEFAULT_CHECKER`: a describer of a quarter the cost, whose attribute heads alone are used) while this
+        engine reads with the shipped describer and the checker knows the same attributes; else the describer."""
+        if self.__dict__.get("_checker") is None:
+            from pixelchat.vision.describer import DEFAULT_CHECKER, load_describer
+
+            checker = None
+            if self.__dict__.get("_describer_is_default", False) and DEFAULT_CHECKER.is_file():
+                with torch.inference_mode(False):
+                    checker = load_describer(DEFAULT_CHECKER, familiarity=False)
+                if checker.cfg.schema != self.describer.cfg.schema:
+                    checker = None
+            self._checker = checker or self.describer
+        return self._checker
 
     @property
     def inverter(self):

@@ -74,6 +74,7 @@ class SpecEngine(GANEngine):
         self._readings: OrderedDict[str, tuple[dict, dict]] = OrderedDict()  # prompt → reading, most recent last
         self._lock = threading.RLock()
         self._describer = describer
+        self._describer_is_default = describer is None
         self._inverter_path, self._inverter = None, False  # inversion starts from random latents
         self.info = ModelInfo(id=config.get("name") or ckpt.path.stem, sha256=ckpt.sha256, engine="gan",
                               arch="specgan", size=self.model_cfg.size, text_encoder="prompt-reader",
@@ -253,18 +254,23 @@ class SpecEngine(GANEngine):
             for j, i in enumerate(todo):
                 if fits[j] or scores[j] > best[i]:
                     x[i], z[i], specs[i], best[i] = xs[j], zs[j], tried[j], scores[j]
-                    checks[i] = {"attempt": attempt, key: bool(fits[j]), "by": "describer"}
+                    checks[i] = {"attempt": attempt, key: bool(fits[j]), "by": self.checker_name}
                 checks[i]["attempts"] = attempt
             todo = [i for j, i in enumerate(todo) if not fits[j]]
         return x, z, specs, checks
+
+    @property
+    def checker_name(self) -> str:
+        """What the records say read the pictures back: "checker" (the shipped one) or "describer"."""
+        return "describer" if self.checker is self.describer else "checker"
 
     def _fits(self, images: torch.Tensor, targets: list[dict[str, str]]) -> tuple[list[bool], list[float]]:
         """Per picture: does the describer read every target value, and the mean log-probability it gives them."""
         from pixelchat.vision.editing import agreement
 
         with torch.inference_mode():
-            probs = self.attribute_probabilities(images)
-        schema = self.describer.cfg.schema
+            probs = self.attribute_probabilities(images, "checker")
+        schema = self.checker.cfg.schema
         fits, scores = [], []
         for j, target in enumerate(targets):
             row = {k: p[j:j + 1] for k, p in probs.items()}

@@ -32,6 +32,8 @@ from pixelchat.text.instructions import find_mentions, normalise, read_attribute
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_DESCRIBER = WEIGHTS / "describer-scenes.safetensors"
+# the self-check's reader of new pictures: a describer at width 12, a quarter of the describer's cost
+DEFAULT_CHECKER = WEIGHTS / "checker-scenes.safetensors"
 # Render seeds the describer trains and is tested on; disjoint from the generator's (0 …).
 TRAIN_SEED = 70_000_000
 TEST_SEED = 71_000_000
@@ -220,13 +222,13 @@ class Description:
         return out
 
 
-def load_describer(path: str | Path | None = None) -> Describer:
+def load_describer(path: str | Path | None = None, *, familiarity: bool = True) -> Describer:
     """The describer from a checkpoint (the shipped one by default), in eval mode, with its familiarity
-    statistics where they lie beside it (``<name>-familiarity.safetensors``)."""
+    statistics where they lie beside it (``<name>-familiarity.safetensors``) and ``familiarity`` is asked."""
     path = Path(path or DEFAULT_DESCRIBER)
     describer = load_network(path, "describer", lambda c: Describer(DescriberConfig.from_dict(c)))
     stats = familiarity_path(path)
-    describer.familiarity = Familiarity.load(stats) if stats.with_suffix(".safetensors").is_file() else None
+    describer.familiarity = Familiarity.load(stats) if familiarity and stats.with_suffix(".safetensors").is_file() else None
     return describer
 
 
