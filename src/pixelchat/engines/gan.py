@@ -75,7 +75,7 @@ class GANEngine:
                 "install the same encoder weights or retrain")
         self.encoder = encoder
         self._describer = describer  # a Describer, a checkpoint path, or None for the shipped one
-        self._describer_is_default = describer is None
+        self._describer_is_default, self._checker = describer is None, None
         self._inverter_path = inverter
         self._inverter = None
         self.info = ModelInfo(id=config.get("name") or ckpt.path.stem, sha256=ckpt.sha256, engine="gan",
@@ -92,6 +92,7 @@ class GANEngine:
         self.runtime = runtime_name(runtime)
         check_available(self.runtime)
         self._prepared: dict[str, object] = {}
+        self._heads: dict[str, torch.nn.Module] = {}  # the attribute readers as networks, for the runtimes
         self._prepare_lock = threading.Lock()
 
     def _run(self, name: str, module: torch.nn.Module, key, *inputs: torch.Tensor, calibration=None,
@@ -124,10 +125,9 @@ class GANEngine:
         network = self.checker if reader == "checker" else self.describer
         if self.runtime == "eager":
             return attribute_probabilities(network, images)
-        prepared = self.__dict__.setdefault("_heads", {})
-        heads = prepared.get(reader)
+        heads = self._heads.get(reader)
         if heads is None or heads.describer is not network:
-            heads = prepared[reader] = AttributeHeads(network).eval()
+            heads = self._heads[reader] = AttributeHeads(network).eval()
         runtime = "onnx" if self.runtime == "int8" else self.runtime
         return attribute_probabilities(network, images, lambda x: self._run(
             reader, heads, lambda: f"{reader}-{weights_key(network)}", x, runtime=runtime))
@@ -368,11 +368,11 @@ class GANEngine:
         """What reads new pictures back for the self-check: the shipped checker (`pixelchat.vision.describer.
         DEFAULT_CHECKER`: a describer of a quarter the cost, whose attribute heads alone are used) while this
         engine reads with the shipped describer and the checker knows the same attributes; else the describer."""
-        if self.__dict__.get("_checker") is None:
+        if self._checker is None:
             from pixelchat.vision.describer import DEFAULT_CHECKER, load_describer
 
             checker = None
-            if self.__dict__.get("_describer_is_default", False) and DEFAULT_CHECKER.is_file():
+            if self._describer_is_default and DEFAULT_CHECKER.is_file():
                 with torch.inference_mode(False):
                     checker = load_describer(DEFAULT_CHECKER, familiarity=False)
                 if checker.cfg.schema != self.describer.cfg.schema:

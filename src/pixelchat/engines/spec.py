@@ -74,7 +74,7 @@ class SpecEngine(GANEngine):
         self._readings: OrderedDict[str, tuple[dict, dict]] = OrderedDict()  # prompt → reading, most recent last
         self._lock = threading.RLock()
         self._describer = describer
-        self._describer_is_default = describer is None
+        self._describer_is_default, self._checker = describer is None, None
         self._inverter_path, self._inverter = None, False  # inversion starts from random latents
         self.info = ModelInfo(id=config.get("name") or ckpt.path.stem, sha256=ckpt.sha256, engine="gan",
                               arch="specgan", size=self.model_cfg.size, text_encoder="prompt-reader",
@@ -265,7 +265,7 @@ class SpecEngine(GANEngine):
         return "describer" if self.checker is self.describer else "checker"
 
     def _fits(self, images: torch.Tensor, targets: list[dict[str, str]]) -> tuple[list[bool], list[float]]:
-        """Per picture: does the describer read every target value, and the mean log-probability it gives them."""
+        """Per picture: does the checker read every target value, and the mean log-probability it gives them."""
         from pixelchat.vision.editing import agreement
 
         with torch.inference_mode():
