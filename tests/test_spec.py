@@ -199,14 +199,16 @@ def test_the_shipped_checker_reads_new_pictures_unless_the_engine_was_given_a_de
     from pixelchat.vision.describer import DEFAULT_CHECKER, load_describer
 
     shipped = SpecEngine(spec_model)
-    assert shipped.checker is not shipped.describer and shipped.checker.cfg.width < shipped.describer.cfg.width
-    assert shipped.checker.familiarity is None  # its heads alone are used
     [g] = shipped.generate(GenerateRequest("a boat on a lake at night", seed=21))
     assert g.record["check"]["by"] == "checker"
+    assert shipped._describer is None  # checking new pictures does not load the describer
+    assert shipped.checker is not shipped.describer and shipped.checker.cfg.width < shipped.describer.cfg.width
+    assert shipped.checker.familiarity is None  # its heads alone are used
     picture = torch.from_numpy(np.array(g.image)).permute(2, 0, 1)[None]
     read = shipped.attribute_probabilities(picture, "checker")
-    assert torch.allclose(read["water"], load_describer(DEFAULT_CHECKER).attribute_logits(
-        load_describer(DEFAULT_CHECKER).encode(picture)).get("water").softmax(-1), atol=1e-5)
+    checker = load_describer(DEFAULT_CHECKER)
+    assert torch.allclose(read["water"], checker.attribute_logits(checker.encode(picture))["water"].softmax(-1),
+                          atol=1e-5)
     given = SpecEngine(spec_model, describer=load_describer())
     assert given.checker is given.describer
     [h] = given.generate(GenerateRequest("a boat on a lake at night", seed=21))

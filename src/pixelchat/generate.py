@@ -20,7 +20,7 @@ def generate(prompt: str, n: int = 1, seed: int | None = None, *, model: str | P
     engine: "gan" or "diffusers" (default: inferred from ``model``, see `pixelchat.engines.engine_kind`).
     steps, guidance, scheduler (a name such as "euler", "dpm++", "ddim"): a diffusion pipeline's
     settings for this call (default: the engine's); the built-in models refuse them. attempts: a spec
-    model (the shipped one) reads each new picture back with its describer and draws a picture that
+    model (the shipped one) reads each new picture back with its checker and draws a picture that
     misses something the prompt said again, up to this many draws in all (default 4; 1: no check)."""
     results = generate_records(prompt, n, seed, model=model, truncation=truncation, size=size,
                                negative_prompt=negative_prompt, engine=engine, steps=steps, guidance=guidance,

@@ -64,7 +64,7 @@ class GenerateRequest:
     size: int | None = None  # the side in pixels; None: the model's default size (ModelInfo.default_size)
     negative_prompt: str | None = None
     spec: dict[str, str] | None = None  # spec-conditioned models: values given directly, over what the prompt says
-    # spec-conditioned scenes models: at most this many draws of a picture while the describer finds
+    # spec-conditioned scenes models: at most this many draws of a picture while the checker finds
     # something the prompt said missing (another latent each time); None: the engine's default, 1: no check
     attempts: int | None = None
     # diffusion pipelines only (None: the engine's default): denoising steps, classifier-free

@@ -367,15 +367,17 @@ class GANEngine:
     def checker(self):
         """What reads new pictures back for the self-check: the shipped checker (`pixelchat.vision.describer.
         DEFAULT_CHECKER`: a describer of a quarter the cost, whose attribute heads alone are used) while this
-        engine reads with the shipped describer and the checker knows the same attributes; else the describer."""
+        engine reads with the shipped describer and the checker reads the scenes attributes (all the check asks
+        about); else the describer. Choosing the checker does not load the describer."""
         if self._checker is None:
+            from pixelchat.data.spec import is_scenes
             from pixelchat.vision.describer import DEFAULT_CHECKER, load_describer
 
             checker = None
             if self._describer_is_default and DEFAULT_CHECKER.is_file():
                 with torch.inference_mode(False):
                     checker = load_describer(DEFAULT_CHECKER, familiarity=False)
-                if checker.cfg.schema != self.describer.cfg.schema:
+                if not is_scenes(checker.cfg.schema):
                     checker = None
             self._checker = checker or self.describer
         return self._checker

@@ -58,7 +58,7 @@ def attempt_seed(seed: int, attempt: int) -> int:
 class SpecEngine(GANEngine):
     """Serves a spec-conditioned generator (arch ``specgan``) with the prompt reader for its schema."""
 
-    checks_pictures = True  # new pictures are read back by the describer (`self_check`)
+    checks_pictures = True  # new pictures are read back by the checker (`self_check`)
     spec_edits = True  # edits take the asked changes as spec values (see `edit`)
 
     def __init__(self, path: str | Path, *, encoder=None, reader=None, describer=None,
@@ -205,11 +205,11 @@ class SpecEngine(GANEngine):
         attempts = self.default_attempts if request.attempts is None else request.attempts
         if not 1 <= attempts <= MAX_ATTEMPTS:
             raise ValueError(f"attempts must be between 1 and {MAX_ATTEMPTS}, got {attempts}")
-        return attempts if is_scenes(self.schema) else 1  # the describer reads scenes only
+        return attempts if is_scenes(self.schema) else 1  # the checker reads scenes only
 
     def self_check(self, x: torch.Tensor, z: torch.Tensor,
                    rows: list[tuple[GenerateRequest, int, SceneSpec]]) -> tuple[torch.Tensor, torch.Tensor, list, list]:
-        """Each new picture whose prompt said something is read by the describer; one that misses a said
+        """Each new picture whose prompt said something is read by the checker; one that misses a said
         value is drawn again from another latent and another completion of what the prompt left open (both
         derived from its seed, so prompt + seed still make the same picture), up to the request's
         ``attempts`` draws; the first that shows everything said is kept, else the one likeliest to.
@@ -262,7 +262,7 @@ class SpecEngine(GANEngine):
     @property
     def checker_name(self) -> str:
         """What the records say read the pictures back: "checker" (the shipped one) or "describer"."""
-        return "describer" if self.checker is self.describer else "checker"
+        return "describer" if self.checker is self._describer else "checker"  # without loading the describer
 
     def _fits(self, images: torch.Tensor, targets: list[dict[str, str]]) -> tuple[list[bool], list[float]]:
         """Per picture: does the checker read every target value, and the mean log-probability it gives them."""
@@ -381,7 +381,7 @@ class SpecEngine(GANEngine):
     def vary(self, image: Image.Image, *, strength: float = 0.5, n: int = 4, seed: int | None = None,
              size: int | None = None, **options) -> list[GeneratedImage]:
         """``n`` variations: the same spec, the latent moved by ``strength``, at ``size`` (default: the picture's
-        own where the model draws it). A variation that loses something the picture shows (by the describer)
+        own where the model draws it). A variation that loses something the picture shows (by the checker)
         is drawn again with the latent moved another way, as new pictures are (`self_check`)."""
         self.check_vary(options, n, strength, seed)
         out_size = self.output_size(image, size)
