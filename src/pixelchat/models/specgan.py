@@ -15,10 +15,10 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from pixelchat.models import prepack
 from pixelchat.models.config import ModelConfig
-from pixelchat.models.textgan import FiLMBank, GBlock
+from pixelchat.models.textgan import FiLMBank, GBlock, rgb
 
 
 class SpecEmbedding(nn.Module):
@@ -55,10 +55,10 @@ class Generator(nn.Module):
         """z (B, z_dim), spec (B, A) value indices → image (B, 3, size, size) in [-1, 1]."""
         c = torch.cat([z, self.embed(spec)], dim=1)  # (B, cond_dim)
         films = self.films(c)
-        x = self.fc(c).view(z.shape[0], -1, 4, 4)  # (B, C4, 4, 4)
+        x = prepack.linear(self.fc, "weight", c, self.fc.weight, self.fc.bias).view(z.shape[0], -1, 4, 4)  # (B, C4, 4, 4)
         for i, block in enumerate(self.blocks):
             x = block(x, c, (films[2 * i], films[2 * i + 1]))
-        return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))
+        return rgb(self.to_rgb, x)
 
 
 class Discriminator(nn.Module):

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pixelchat.models import prepack
 from pixelchat.models.config import ModelConfig
 
 
@@ -37,21 +38,12 @@ class Affine(nn.Module):
         return self.gamma(c)[..., None, None] * x + self.beta(c)[..., None, None]  # (B, C, H, W)
 
 
-def _inference_cache() -> bool:
-    """Whether derived weights may be cached: no gradient to carry, and not being traced or exported."""
-    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-
-
-def _weights_key(params: list[torch.Tensor]) -> tuple:
-    return tuple((p.data_ptr(), p._version) for p in params)
-
-
 class FiLMBank:
     """The (scale, shift) pairs of many `Affine`s for one condition, computed together: the first layers of
     all of them as one matrix product, the second layers grouped by width as batched products. The same
     function as calling each affine's MLPs, in 5 products instead of 32 small ones (a one-picture draw
-    spent a good part of its time calling them). The joined weights are cached while no gradient is needed,
-    and joined again when a weight changes (its storage or version)."""
+    spent a good part of its time calling them). The joined weights are kept while no gradient is needed,
+    and joined again when a weight changes (`prepack.derived`)."""
 
     def __init__(self, affines: list[Affine]):
         self.mlps = [m for a in affines for m in (a.gamma, a.beta)]
@@ -59,7 +51,6 @@ class FiLMBank:
         self.groups: dict[int, list[int]] = {}
         for i, w in enumerate(self.widths):
             self.groups.setdefault(w, []).append(i)
-        self._cache: tuple | None = None
 
     def _params(self) -> list[torch.Tensor]:
         return [p for m in self.mlps for p in (m[0].weight, m[0].bias, m[2].weight, m[2].bias)]
@@ -74,14 +65,8 @@ class FiLMBank:
 
     def __call__(self, c: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per affine, (scale, shift), each (B, C)."""
-        if _inference_cache():
-            key = _weights_key(self._params())
-            if self._cache is None or self._cache[0] != key:
-                self._cache = (key, self._joined())
-            first_w, first_b, second = self._cache[1]
-        else:
-            first_w, first_b, second = self._joined()
-        hidden = torch.relu(F.linear(c, first_w, first_b)).split(self.widths, dim=1)
+        first_w, first_b, second = prepack.derived(self, "joined", self._params(), self._joined)
+        hidden = torch.relu(prepack.linear(self, "first", c, first_w, first_b)).split(self.widths, dim=1)
         out: list[torch.Tensor | None] = [None] * len(self.mlps)
         for w, idx in self.groups.items():
             wt, b = second[w]
@@ -126,34 +111,20 @@ class GBlock(nn.Module):
     """Upsample ×2, then two (fuse text → LeakyReLU → 3×3 conv) stages, with a residual shortcut.
 
     Computed cheaper than written: the first fusion and LeakyReLU are per pixel, so they commute with
-    nearest upsampling and run before it; the upsampling then folds into conv1 and the 1×1 shortcut as
-    stride-2 transposed convolutions (`upsampled_conv_weight`). Same function, float rounding aside."""
+    nearest upsampling and run before it; the upsampling then folds into conv1 as a stride-2 transposed
+    convolution (`upsampled_conv_weight`); the 1×1 shortcut commutes with it too and runs on the small
+    input before it. A few pictures at a time run with prepacked weights (`pixelchat.models.prepack`).
+    Same function, float rounding aside."""
 
     def __init__(self, cin: int, cout: int, cond_dim: int):
         super().__init__()
         self.fuse1, self.conv1 = Affine(cond_dim, cin), nn.Conv2d(cin, cout, 3, padding=1)
         self.fuse2, self.conv2 = Affine(cond_dim, cout), nn.Conv2d(cout, cout, 3, padding=1)
         self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-        self._cache: tuple | None = None
 
-    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """conv1 and the shortcut as transposed-convolution weights (the shortcut's: (in, out, 2, 2), stride 2;
-        the identity as a ones kernel per channel)."""
-        def fold():
-            if isinstance(self.shortcut, nn.Conv2d):
-                w = self.shortcut.weight
-                short = w.permute(1, 0, 2, 3).expand(-1, -1, 2, 2)
-            else:
-                short = self.conv1.weight.new_ones(self.conv1.in_channels, 1, 2, 2)
-            return upsampled_conv_weight(self.conv1.weight), short.contiguous()
-
-        if not _inference_cache():
-            return fold()
-        params = [self.conv1.weight] + ([self.shortcut.weight] if isinstance(self.shortcut, nn.Conv2d) else [])
-        key = _weights_key(params)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, fold())
-        return self._cache[1]
+    def _folded(self) -> torch.Tensor:
+        """conv1 as a stride-2 transposed convolution's weight (`upsampled_conv_weight`)."""
+        return prepack.derived(self, "folded", [self.conv1.weight], lambda: upsampled_conv_weight(self.conv1.weight))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor,
                 film: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
@@ -166,13 +137,18 @@ class GBlock(nn.Module):
                                scale_factor=2, mode="nearest")
             h = self.conv2(F.leaky_relu(torch.addcmul(b2[..., None, None], g2[..., None, None], self.conv1(up)), 0.2))
             return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
-        conv1, short = self._folded()
         a = F.leaky_relu(torch.addcmul(b1[..., None, None], g1[..., None, None], x), 0.2)
-        h = F.conv_transpose2d(a, conv1, self.conv1.bias, stride=2, padding=1)
-        h = self.conv2(F.leaky_relu(torch.addcmul(b2[..., None, None], g2[..., None, None], h), 0.2))
+        h = prepack.conv_transpose2d(self, "conv1", a, self._folded(), self.conv1.bias, stride=2, padding=1)
+        h = F.leaky_relu(torch.addcmul(b2[..., None, None], g2[..., None, None], h), 0.2)
+        h = prepack.conv2d(self, "conv2", h, self.conv2.weight, self.conv2.bias, padding=1)
         if isinstance(self.shortcut, nn.Conv2d):
-            return h + F.conv_transpose2d(x, short, self.shortcut.bias, stride=2)
-        return h + F.conv_transpose2d(x, short, stride=2, groups=x.shape[1])
+            x = prepack.conv2d(self, "shortcut", x, self.shortcut.weight, self.shortcut.bias)
+        return h + F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def rgb(to_rgb: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The generators' last step: LeakyReLU, the 3×3 convolution to RGB, tanh."""
+    return torch.tanh(prepack.conv2d(to_rgb, "weight", F.leaky_relu(x, 0.2), to_rgb.weight, to_rgb.bias, padding=1))
 
 
 class Generator(nn.Module):
@@ -199,10 +175,10 @@ class Generator(nn.Module):
         if fine_text is not None:
             fine = self.films(torch.cat([z, fine_text * self.cfg.text_gain], dim=1))
             films = films[:2 * coarse_blocks] + fine[2 * coarse_blocks:]
-        x = self.fc(z).view(z.shape[0], -1, 4, 4)  # (B, C4, 4, 4)
+        x = prepack.linear(self.fc, "weight", z, self.fc.weight, self.fc.bias).view(z.shape[0], -1, 4, 4)  # (B, C4, 4, 4)
         for i, block in enumerate(self.blocks):
             x = block(x, c, (films[2 * i], films[2 * i + 1]))
-        return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))
+        return rgb(self.to_rgb, x)
 
 
 class DBlock(nn.Module):

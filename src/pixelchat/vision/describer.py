@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from pixelchat.data.captions import caption_scene, ordered_caption, scene_prompt
 from pixelchat.data.scenes import SCHEMA, labels_to_attributes, observable, render_labelled
+from pixelchat.models import prepack
 from pixelchat.training.checkpoint import load_network, module_tensors, save_checkpoint
 from pixelchat.text.instructions import find_mentions, normalise, read_attributes
 
@@ -150,7 +152,27 @@ class Describer(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Feature map (B, C, 8, 8)."""
-        return self.encoder(self.prepare(images))
+        x = self.prepare(images)
+        if self.training or not prepack.inference():
+            return self.encoder(x)
+        return self.encode_prepared(x)
+
+    def _conv_bn(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        layers = [m for m in self.encoder.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+        return list(zip(layers[0::2], layers[1::2]))
+
+    def encode_prepared(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder in inference: each batch norm folded into the convolution before it (kept while the
+        weights are unchanged); for a few pictures the weights prepacked and the SiLU computed by the
+        convolution (`pixelchat.models.prepack`). Same function as ``self.encoder`` in eval mode, float
+        rounding aside."""
+        for conv, bn in self._conv_bn():
+            weight, bias = prepack.derived(conv, "bn", [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var],
+                                           lambda: fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
+                                                                        bn.running_var, bn.eps, bn.weight, bn.bias))
+            x = prepack.conv2d(conv, "bn", x, weight, bias, stride=conv.stride[0], padding=conv.padding[0],
+                               activation="swish")
+        return x
 
     def attribute_logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         pooled = features.mean(dim=(2, 3))
