@@ -265,18 +265,16 @@ class SpecEngine(GANEngine):
         return "describer" if self.checker is self._describer else "checker"  # without loading the describer
 
     def _fits(self, images: torch.Tensor, targets: list[dict[str, str]]) -> tuple[list[bool], list[float]]:
-        """Per picture: does the checker read every target value, and the mean log-probability it gives them."""
-        from pixelchat.vision.editing import agreement
-
+        """Per picture: does the checker read every target value, and the mean log-probability it gives them
+        (as `pixelchat.vision.editing.agreement`, in Python floats: a few numbers per picture)."""
         with torch.inference_mode():
-            probs = self.attribute_probabilities(images, "checker")
+            probs = {k: p.tolist() for k, p in self.attribute_probabilities(images, "checker").items()}
         schema = self.checker.cfg.schema
         fits, scores = [], []
         for j, target in enumerate(targets):
-            row = {k: p[j:j + 1] for k, p in probs.items()}
-            fits.append(all(int(row[k].argmax()) == schema[k].index(v) for k, v in target.items()
-                            if k in row and v in schema[k]))
-            scores.append(float(agreement(row, target, schema)[0]))
+            said = [(probs[k][j], schema[k].index(v)) for k, v in target.items() if k in probs and v in schema[k]]
+            fits.append(all(max(range(len(row)), key=row.__getitem__) == i for row, i in said))
+            scores.append(sum(math.log(max(row[i], 1e-6)) for row, i in said) / len(said) if said else 0.0)
         return fits, scores
 
     # --- edit, vary ----------------------------------------------------------------------------

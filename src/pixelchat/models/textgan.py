@@ -47,13 +47,15 @@ class FiLMBank:
 
     def __init__(self, affines: list[Affine]):
         self.mlps = [m for a in affines for m in (a.gamma, a.beta)]
+        self._linears = [layer for m in self.mlps for layer in (m[0], m[2])]
         self.widths = [m[0].out_features for m in self.mlps]
         self.groups: dict[int, list[int]] = {}
         for i, w in enumerate(self.widths):
             self.groups.setdefault(w, []).append(i)
 
     def _params(self) -> list[torch.Tensor]:
-        return [p for m in self.mlps for p in (m[0].weight, m[0].bias, m[2].weight, m[2].bias)]
+        # from the layers' parameter dicts: reading 128 attributes through nn.Module took ~70 µs a draw
+        return [p for layer in self._linears for p in (layer._parameters["weight"], layer._parameters["bias"])]
 
     def _joined(self):
         first_w = torch.cat([m[0].weight for m in self.mlps])  # (sum widths, cond)

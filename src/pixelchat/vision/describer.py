@@ -158,8 +158,11 @@ class Describer(nn.Module):
         return self.encode_prepared(x)
 
     def _conv_bn(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-        layers = [m for m in self.encoder.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
-        return list(zip(layers[0::2], layers[1::2]))
+        pairs = self.__dict__.get("_pairs")
+        if pairs is None:  # the modules are walked once, not at every reading
+            layers = [m for m in self.encoder.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+            pairs = self.__dict__["_pairs"] = list(zip(layers[0::2], layers[1::2]))
+        return pairs
 
     def encode_prepared(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder in inference: each batch norm folded into the convolution before it (kept while the
