@@ -1,5 +1,6 @@
 """The shipped networks with prepacked weights (`pixelchat.models.prepack`) against the plain eager layers,
-per batch size, timed in turns in one process: the generator (64 px) and the self-check's reader. Per network and batch: the median over rounds of each form's median call, its
+per batch size, timed in turns in one process: the generator (64 px) and the self-check's reader; and
+the size of one picture's packed weights of both networks. Per network and batch: the median over rounds of each form's median call, its
 range, and the largest difference between the two forms' outputs. Batches above
 `prepack.SMALL_BATCH` are timed with packing forced on, to show where it stops paying. Prints one JSON
 object; asserts nothing.
@@ -45,6 +46,9 @@ def main() -> None:
     out: dict = {"machine": machine(), "model": engine.info.id, "small_batch": prepack.SMALL_BATCH}
     try:
         with torch.inference_mode():
+            for run in networks.values():
+                run(1)
+            out["one_picture_packs_mib"] = round(prepack.packed_bytes() / 2**20, 1)
             for name, run in networks.items():
                 out[name] = {}
                 for n in args.batches:

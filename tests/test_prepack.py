@@ -7,7 +7,7 @@ import torch
 from pixelchat.models import prepack
 from pixelchat.models.config import ModelConfig
 
-pytestmark = pytest.mark.skipif(not prepack._kernels(), reason="this build of PyTorch has no oneDNN/MKL kernels")
+pytestmark = pytest.mark.skipif(not prepack._kernels(), reason="this build of PyTorch has no oneDNN kernels")
 
 
 def _plain(monkeypatch):

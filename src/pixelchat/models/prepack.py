@@ -1,13 +1,13 @@
-"""Weights prepared once for inference: derived weights cached, and prepacked for one picture on the CPU.
+"""Weights prepared once for inference: derived weights kept, and weights prepacked for a few pictures on the CPU.
 
 Eager PyTorch hands each convolution's weight to oneDNN in the plain layout, and oneDNN reorders it
-into its blocked layout on every call; a matrix product reads its weight in full the same way. In a
-batched pass that cost is shared by many pictures; for one picture it is a large part of the pass
-(the 64 px generator spent about a fifth of a one-picture draw on it). This module keeps, per layer
-and input shape, the weight already reordered (what inductor's freezing and ONNX Runtime do), and
-uses it for batches of at most `SMALL_BATCH` pictures while no gradient is needed. Larger batches, training,
-tracing and export take the plain ``torch.nn.functional`` calls, as do builds of PyTorch without
-oneDNN/MKL and ``torch.backends.mkldnn.enabled = False``.
+into its blocked layout on every call, and a matrix product's weight likewise.
+In a batched pass that cost is shared by many pictures; for one picture it is a large part of the
+pass (what it costs: benchmarks/bench_prepack.py). This module keeps, per layer and input shape, the
+weight already reordered (what inductor's freezing and ONNX Runtime do), and uses it for batches of
+at most `SMALL_BATCH` pictures while no gradient is needed. Larger batches, training, tracing and
+export take the plain ``torch.nn.functional`` calls, as do builds of PyTorch without oneDNN and
+``torch.backends.mkldnn.enabled = False``.
 
 A packed weight is remembered by its owner (a module), a name and the input shape, and is packed
 again when the weight tensor is another object or has changed in place (its version counter).
@@ -34,12 +34,12 @@ _DERIVED: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary(
 
 @functools.cache
 def _kernels() -> bool:
-    """Whether this build of PyTorch has oneDNN's prepacked convolutions and MKL's packed matrix products."""
+    """Whether this build of PyTorch has oneDNN's prepacked convolutions and matrix products."""
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch._C.has_mkl
+        return bool(torch.backends.mkldnn.is_available()
                     and torch.ops.mkldnn._convolution_pointwise.default is not None
                     and torch.ops.mkldnn._convolution_transpose_pointwise.default is not None
-                    and torch.ops.mkl._mkl_linear.default is not None)
+                    and torch.ops.mkldnn._linear_pointwise.default is not None)
     except (AttributeError, RuntimeError):
         return False
 
@@ -52,8 +52,8 @@ def inference() -> bool:
 def usable(x: torch.Tensor) -> bool:
     """Whether a layer applied to ``x`` runs with prepacked weights."""
     # inference() first: under tracing, reading the batch size would fix it in the traced graph
-    return (enabled and inference() and x.shape[0] <= SMALL_BATCH and x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.enabled and _kernels())
+    return (enabled and inference() and x.shape[0] <= SMALL_BATCH and x.device.type == "cpu"
+            and x.dtype == torch.float32 and torch.backends.mkldnn.enabled and _kernels())
 
 
 def _version(t: torch.Tensor) -> int:
@@ -87,6 +87,12 @@ def _packed(owner, name: str, weight: torch.Tensor, shape: tuple[int, ...], pack
     return _kept(_PACKS, owner, (name, shape), [weight], pack)
 
 
+def packed_bytes() -> int:
+    """The size of the packed weights kept now, all networks and input shapes (oneDNN's layouts may pad
+    a little beyond this)."""
+    return sum(v.numel() * v.element_size() for slots in list(_PACKS.values()) for _, v in list(slots.values()))
+
+
 _ACTIVATIONS = {"none": lambda x: x, "swish": F.silu}  # oneDNN's names for what follows a convolution
 
 
@@ -108,16 +114,19 @@ def conv_transpose2d(owner, name: str, x: torch.Tensor, weight: torch.Tensor, bi
     if not usable(x):
         return F.conv_transpose2d(x, weight, bias, stride, padding)
     padding_, output_padding, stride_, dilation = [padding] * 2, [0, 0], [stride] * 2, [1, 1]
-    packed = _packed(owner, name, weight, tuple(x.shape), lambda: torch.ops.mkldnn._reorder_convolution_transpose_weight(
-        weight, padding_, output_padding, stride_, dilation, 1, list(x.shape)))
+    packed = _packed(owner, name, weight, tuple(x.shape),
+                     lambda: torch.ops.mkldnn._reorder_convolution_transpose_weight(
+                         weight, padding_, output_padding, stride_, dilation, 1, list(x.shape)))
     return torch.ops.mkldnn._convolution_transpose_pointwise(x, packed, bias, padding_, output_padding, stride_,
                                                              dilation, 1, "none", [], "")
 
 
 def linear(owner, name: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` for x (B, in); prepacked where `usable`."""
+    """``F.linear(x, weight, bias)`` for x (B, in); prepacked (oneDNN's; MKL's packed form was about as fast
+    and four times the weight's size) where `usable`."""
     if x.dim() != 2 or not usable(x):
         return F.linear(x, weight, bias)
     batch = x.shape[0]
-    packed = _packed(owner, name, weight, tuple(x.shape), lambda: torch.ops.mkl._mkl_reorder_linear_weight(weight, batch))
-    return torch.ops.mkl._mkl_linear(x, packed, weight, bias, batch)
+    packed = _packed(owner, name, weight, tuple(x.shape),
+                     lambda: torch.ops.mkldnn._reorder_linear_weight(weight, batch))
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")

@@ -55,7 +55,7 @@ class Generator(nn.Module):
         """z (B, z_dim), spec (B, A) value indices → image (B, 3, size, size) in [-1, 1]."""
         c = torch.cat([z, self.embed(spec)], dim=1)  # (B, cond_dim)
         films = self.films(c)
-        x = prepack.linear(self.fc, "weight", c, self.fc.weight, self.fc.bias).view(z.shape[0], -1, 4, 4)  # (B, C4, 4, 4)
+        x = prepack.linear(self.fc, "weight", c, self.fc.weight, self.fc.bias).view(z.shape[0], -1, 4, 4)
         for i, block in enumerate(self.blocks):
             x = block(x, c, (films[2 * i], films[2 * i + 1]))
         return rgb(self.to_rgb, x)

@@ -126,7 +126,8 @@ class GBlock(nn.Module):
 
     def _folded(self) -> torch.Tensor:
         """conv1 as a stride-2 transposed convolution's weight (`upsampled_conv_weight`)."""
-        return prepack.derived(self, "folded", [self.conv1.weight], lambda: upsampled_conv_weight(self.conv1.weight))
+        return prepack.derived(self, "folded", [self.conv1.weight],
+                               lambda: upsampled_conv_weight(self.conv1.weight))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor,
                 film: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
@@ -177,7 +178,7 @@ class Generator(nn.Module):
         if fine_text is not None:
             fine = self.films(torch.cat([z, fine_text * self.cfg.text_gain], dim=1))
             films = films[:2 * coarse_blocks] + fine[2 * coarse_blocks:]
-        x = prepack.linear(self.fc, "weight", z, self.fc.weight, self.fc.bias).view(z.shape[0], -1, 4, 4)  # (B, C4, 4, 4)
+        x = prepack.linear(self.fc, "weight", z, self.fc.weight, self.fc.bias).view(z.shape[0], -1, 4, 4)
         for i, block in enumerate(self.blocks):
             x = block(x, c, (films[2 * i], films[2 * i + 1]))
         return rgb(self.to_rgb, x)

@@ -170,9 +170,9 @@ class Describer(nn.Module):
         convolution (`pixelchat.models.prepack`). Same function as ``self.encoder`` in eval mode, float
         rounding aside."""
         for conv, bn in self._conv_bn():
-            weight, bias = prepack.derived(conv, "bn", [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var],
-                                           lambda: fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
-                                                                        bn.running_var, bn.eps, bn.weight, bn.bias))
+            params = [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+            weight, bias = prepack.derived(conv, "bn", params, lambda: fuse_conv_bn_weights(
+                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias))
             x = prepack.conv2d(conv, "bn", x, weight, bias, stride=conv.stride[0], padding=conv.padding[0],
                                activation="swish")
         return x
