@@ -46,7 +46,7 @@ def _kernels() -> bool:
 
 def inference() -> bool:
     """Whether weights may be prepared once and kept: no gradient to carry, and not being traced or exported."""
-    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
 
 
 def usable(x: torch.Tensor) -> bool:
