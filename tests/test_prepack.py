@@ -45,6 +45,23 @@ def test_the_generator_draws_the_same_pictures_with_packed_weights(batch, monkey
         assert torch.equal(g(z, spec), packed)
 
 
+def test_the_text_gan_draws_the_same_pictures_with_packed_weights(monkeypatch):
+    from pixelchat.models.textgan import Generator
+
+    torch.manual_seed(0)
+    g = Generator(ModelConfig(arch="textgan", size=16, z_dim=8, text_dim=6, ngf=8)).eval()
+    for p in g.parameters():
+        p.data += 0.1 * torch.randn_like(p)
+    z, text, fine = torch.randn(1, 8), torch.randn(1, 6), torch.randn(1, 6)
+    with torch.inference_mode():
+        packed, mixed = g(z, text), g(z, text, fine_text=fine)
+        assert _packs_of(g.fc) == 1 and _packs_of(g.to_rgb) == 1
+        with monkeypatch.context() as m:
+            _plain(m)
+            plain, plain_mixed = g(z, text), g(z, text, fine_text=fine)
+    assert torch.allclose(packed, plain, atol=1e-5) and torch.allclose(mixed, plain_mixed, atol=1e-5)
+
+
 def test_a_changed_or_replaced_weight_is_packed_again():
     g = _spec_generator()
     z, spec = torch.randn(1, 8), torch.tensor([[1, 2]])
