@@ -101,14 +101,13 @@ def main():
     for name, reader in readers.items():
         one, batch = pictures[:1], pictures[:64]
         times = []
-        with torch.inference_mode():  # as the engine reads (the self-check, the ranking of edits)
-            for i in range(220):
-                t = time.perf_counter()
-                attribute_probabilities(reader, one)
-                times.append(time.perf_counter() - t)
+        for i in range(220):
             t = time.perf_counter()
-            for _ in range(5):
-                attribute_probabilities(reader, batch)
+            attribute_probabilities(reader, one)
+            times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(5):
+            attribute_probabilities(reader, batch)
         out[f"{name}_reading_ms"] = {"one_picture_p50": round(1000 * float(np.median(times[20:])), 2),
                                      "batch_64_per_picture": round(1000 * (time.perf_counter() - t) / (5 * len(batch)), 3)}
     print(json.dumps(out, indent=1))

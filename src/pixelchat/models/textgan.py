@@ -135,18 +135,17 @@ class GBlock(nn.Module):
         when computed beforehand (`FiLMBank`)."""
         (g1, b1), (g2, b2) = film if film is not None else ((self.fuse1.gamma(c), self.fuse1.beta(c)),
                                                               (self.fuse2.gamma(c), self.fuse2.beta(c)))
-        if getattr(_written_out, "on", False):
-            up = F.interpolate(F.leaky_relu(torch.addcmul(b1[..., None, None], g1[..., None, None], x), 0.2),
-                               scale_factor=2, mode="nearest")
-            h = self.conv2(F.leaky_relu(torch.addcmul(b2[..., None, None], g2[..., None, None], self.conv1(up)), 0.2))
-            return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
         a = F.leaky_relu(torch.addcmul(b1[..., None, None], g1[..., None, None], x), 0.2)
-        h = prepack.conv_transpose2d(self, "conv1", a, self._folded(), self.conv1.bias, stride=2, padding=1)
+        if getattr(_written_out, "on", False):
+            h = self.conv1(F.interpolate(a, scale_factor=2, mode="nearest"))
+            short = self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+        else:
+            h = prepack.conv_transpose2d(self, "conv1", a, self._folded(), self.conv1.bias, stride=2, padding=1)
+            if isinstance(self.shortcut, nn.Conv2d):
+                x = prepack.conv2d(self, "shortcut", x, self.shortcut.weight, self.shortcut.bias)
+            short = F.interpolate(x, scale_factor=2, mode="nearest")
         h = F.leaky_relu(torch.addcmul(b2[..., None, None], g2[..., None, None], h), 0.2)
-        h = prepack.conv2d(self, "conv2", h, self.conv2.weight, self.conv2.bias, padding=1)
-        if isinstance(self.shortcut, nn.Conv2d):
-            x = prepack.conv2d(self, "shortcut", x, self.shortcut.weight, self.shortcut.bias)
-        return h + F.interpolate(x, scale_factor=2, mode="nearest")
+        return prepack.conv2d(self, "conv2", h, self.conv2.weight, self.conv2.bias, padding=1) + short
 
 
 def rgb(to_rgb: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

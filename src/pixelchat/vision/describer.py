@@ -126,6 +126,8 @@ class Describer(nn.Module):
             nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.SiLU(inplace=True),  # 64 px
             _down(w, 2 * w), _down(2 * w, c), _down(c, c),  # 32, 16, 8 px
         )
+        layers = [m for m in self.encoder.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+        self._conv_bn = list(zip(layers[0::2], layers[1::2]))  # (conv, its batch norm): `encode_prepared`
         self.heads = nn.ModuleDict({name: nn.Linear(c, len(values)) for name, values in cfg.schema.items()})
         grid = (cfg.size // 8) ** 2
         self.memory_proj = nn.Linear(c, cfg.d_model)
@@ -157,19 +159,12 @@ class Describer(nn.Module):
             return self.encoder(x)
         return self.encode_prepared(x)
 
-    def _conv_bn(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-        pairs = self.__dict__.get("_pairs")
-        if pairs is None:  # the modules are walked once, not at every reading
-            layers = [m for m in self.encoder.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
-            pairs = self.__dict__["_pairs"] = list(zip(layers[0::2], layers[1::2]))
-        return pairs
-
     def encode_prepared(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder in inference: each batch norm folded into the convolution before it (kept while the
         weights are unchanged); for a few pictures the weights prepacked and the SiLU computed by the
         convolution (`pixelchat.models.prepack`). Same function as ``self.encoder`` in eval mode, float
         rounding aside."""
-        for conv, bn in self._conv_bn():
+        for conv, bn in self._conv_bn:
             params = [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
             weight, bias = prepack.derived(conv, "bn", params, lambda: fuse_conv_bn_weights(
                 conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias))
